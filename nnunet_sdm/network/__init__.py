@@ -1,0 +1,5 @@
+"""Networks: the SDM head around nnU-Net's own networks."""
+
+from nnunet_sdm.network.sdm_head import SDM_LOGIT_SCALE, SDMHeadNetwork, SDMOutput, sdm_outputs, unwrap
+
+__all__ = ["SDM_LOGIT_SCALE", "SDMHeadNetwork", "SDMOutput", "sdm_outputs", "unwrap"]

@@ -1,0 +1,102 @@
+"""An SDM head on nnU-Net's own networks, switched between training and inference outputs.
+
+The backbone is the network nnU-Net builds from the plans, with extra output channels: its 1x1 output
+convolutions at every decoder stage (and so every deep-supervision output) produce
+``num_seg_channels`` segmentation logits followed by ``num_sdm_channels`` raw SDM values, one per
+foreground class, bounded by tanh to [-1, 1] (Xue et al. 2020).
+
+Two output modes:
+- ``return_sdm = False`` (the default, and what nnU-Net's predictor gets): segmentation logits only,
+  one tensor (or a list with deep supervision) with exactly ``num_segmentation_heads`` channels, as
+  the stock predictor expects. A network without a segmentation head turns its SDMs into logits
+  ``[0, -s * sdm_1, ..., -s * sdm_K]``: argmax is then the Heaviside of the SDM (background where every
+  SDM is positive, else the class deepest inside), and |logit| <= s = 64 keeps nnU-Net's fp16
+  accumulation (Gaussian weight up to 10, up to 8 overlapping tiles) far below the fp16 maximum.
+- ``return_sdm = True`` (set by the trainers around their own forward passes): :class:`SDMOutput`
+  tuples carrying both heads.
+
+The wrapper registers the backbone's children under their own names, so the state_dict keys are the
+stock network's (``encoder.*``, ``decoder.*``): checkpoints load strictly in the predictor, and
+``-pretrained_weights`` from a stock nnUNetTrainer checkpoint transfers everything but the 1x1
+``seg_layers``, which nnU-Net skips anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+SDM_LOGIT_SCALE = 64.0
+
+
+class SDMOutput(NamedTuple):
+    """One output scale: segmentation logits (or None) and tanh-bounded SDMs (or None)."""
+
+    seg: torch.Tensor | None
+    sdm: torch.Tensor | None
+
+
+class SDMHeadNetwork(nn.Module):
+    def __init__(self, backbone: nn.Module, num_seg_channels: int, num_sdm_channels: int) -> None:
+        super().__init__()
+        if num_seg_channels < 0 or num_sdm_channels < 0 or num_seg_channels + num_sdm_channels == 0:
+            raise ValueError(
+                f"SDMHeadNetwork needs segmentation or SDM channels, got {num_seg_channels} and {num_sdm_channels}"
+            )
+        for name, child in backbone.named_children():
+            self.add_module(name, child)
+        # Not registered as a submodule: its parameters are the children registered above, and its
+        # keys must not appear twice (or with a prefix) in the state_dict.
+        object.__setattr__(self, "_backbone", backbone)
+        self.num_seg_channels = num_seg_channels
+        self.num_sdm_channels = num_sdm_channels
+        self.return_sdm = False
+
+    def forward(self, x: torch.Tensor):
+        raw = self._backbone(x)
+        if isinstance(raw, (list, tuple)):
+            return [self._heads(r) for r in raw]
+        return self._heads(raw)
+
+    def _heads(self, raw: torch.Tensor):
+        out = self.split(raw)
+        return out if self.return_sdm else self.logits(out)
+
+    def split(self, raw: torch.Tensor) -> SDMOutput:
+        seg = raw[:, : self.num_seg_channels] if self.num_seg_channels else None
+        sdm = torch.tanh(raw[:, self.num_seg_channels :]) if self.num_sdm_channels else None
+        return SDMOutput(seg, sdm)
+
+    def logits(self, out: SDMOutput) -> torch.Tensor:
+        """Segmentation logits of one output: the segmentation head, or the Heaviside of the SDM."""
+        if out.seg is not None:
+            return out.seg
+        background = torch.zeros_like(out.sdm[:, :1])
+        return torch.cat((background, -SDM_LOGIT_SCALE * out.sdm), dim=1)
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The module under DDP's ``.module`` and torch.compile's ``._orig_mod`` wrappers."""
+    while True:
+        if hasattr(network, "module") and isinstance(network.module, nn.Module):
+            network = network.module
+        elif hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        else:
+            return network
+
+
+@contextmanager
+def sdm_outputs(network: nn.Module) -> Iterator[None]:
+    """Make the (possibly wrapped) SDM network return :class:`SDMOutput` tuples inside the block."""
+    inner = unwrap(network)
+    previous = inner.return_sdm
+    inner.return_sdm = True
+    try:
+        yield
+    finally:
+        inner.return_sdm = previous

@@ -1,0 +1,63 @@
+"""Train any nnU-Net trainer (stock or ours) with an explicit budget, as ``nnUNetv2_train`` does.
+
+``nnUNetv2_train`` has no way to set the number of epochs or iterations; comparisons on a CPU (the
+demo, the accuracy benchmark) need every trainer, nnU-Net's own included, on the same short budget.
+This runs nnU-Net's own trainer lifecycle (the same calls as ``nnunetv2.run.run_training``) with the
+budget set on the trainer, so the results land in nnU-Net's usual output folder and
+``nnUNetv2_predict -tr NAME`` finds them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Budget:
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"budget {name} must be an integer >= 1, got {value!r}")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def train_with_budget(
+    dataset: str | int,
+    configuration: str,
+    fold: int | str,
+    trainer_name: str,
+    budget: Budget,
+    plans_identifier: str = "nnUNetPlans",
+    device: torch.device | None = None,
+    pretrained_weights: str | None = None,
+    continue_training: bool = False,
+) -> Path:
+    """Train, run nnU-Net's final validation, and return the fold's output folder."""
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    device = device or default_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    trainer = get_trainer_from_args(
+        str(dataset), configuration, int(fold) if str(fold) != "all" else fold, trainer_name,
+        plans_identifier, continue_training, device=device,
+    )
+    trainer.num_epochs = budget.epochs
+    trainer.num_iterations_per_epoch = budget.iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
+    maybe_load_checkpoint(trainer, continue_training, False, pretrained_weights)
+    trainer.run_training()
+    trainer.perform_actual_validation(False)
+    return Path(trainer.output_folder)

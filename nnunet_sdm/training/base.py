@@ -1,0 +1,271 @@
+"""The nnU-Net plumbing of every distance-map trainer, written once.
+
+:class:`nnUNetTrainerDistanceBase` subclasses nnU-Net's ``nnUNetTrainer`` and overrides its hooks only:
+
+- the network (``build_network_architecture``): nnU-Net's network from the plans with extra output
+  channels, wrapped in :class:`~nnunet_sdm.network.SDMHeadNetwork`, which gives the predictor plain
+  segmentation logits and the trainer both heads;
+- targets: for every deep-supervision scale, from that scale's augmented labels, on the training device
+  in the train step, SDMs in mm with that scale's spacing, then normalised (``normalise_sdm``);
+- the loss: one per-scale loss (``scale_loss``, per paper) combined with nnU-Net's deep-supervision
+  weights, returning each term so that the log shows them;
+- ``train_step`` / ``validation_step``: nnU-Net's, with the head switch and the extra terms;
+- start-up checks of the dataset layout and of the trainer's settings.
+
+Each paper's module defines only its class attributes, its loss and, where needed, its targets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+from torch import distributed as dist
+
+from nnunet_sdm.distance import normalise_xue, signed_distance
+from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
+from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, sdm_outputs, unwrap
+
+# Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
+BUDGET_ENV = {
+    "num_epochs": "nnUNetSDM_num_epochs",
+    "num_iterations_per_epoch": "nnUNetSDM_iterations_per_epoch",
+    "num_val_iterations_per_epoch": "nnUNetSDM_val_iterations_per_epoch",
+}
+
+
+class UnsupportedSetupError(RuntimeError):
+    """A dataset layout or a setting that this trainer cannot train on (raised at start-up)."""
+
+
+@dataclass
+class ScaleTarget:
+    """Targets of one deep-supervision scale, all on the training device."""
+
+    labels: torch.Tensor  # (B, *spatial) int64 label map
+    onehot: torch.Tensor  # (B, K, *spatial) float, one channel per foreground label
+    spacing: tuple[float, ...]  # mm per voxel at this scale
+    sdm: torch.Tensor | None = None  # (B, K, *spatial) normalised SDM target, if the trainer uses one
+
+
+class nnUNetTrainerDistanceBase(nnUNetTrainer):
+    """Shared base of the nnunet-sdm trainers (not a trainer to run by itself)."""
+
+    #: the network has nnU-Net's segmentation head (num_segmentation_heads logits)
+    has_segmentation_head: bool = False
+    #: the network has an SDM head (one tanh channel per foreground class)
+    has_sdm_head: bool = True
+    #: the loss needs normalised SDM targets
+    uses_sdm_targets: bool = True
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._check_dataset_supported()
+        self.check_settings()
+        self._apply_budget_from_environment()
+
+    # ---- start-up checks -------------------------------------------------------------------
+    def _check_dataset_supported(self) -> None:
+        name = type(self).__name__
+        dataset = self.plans_manager.dataset_name
+        if self.label_manager.has_regions:
+            raise UnsupportedSetupError(
+                f"{name}: dataset {dataset} is region-based (dataset.json 'regions_class_order'); "
+                f"{name} trains on label maps only. Use nnUNetTrainer for region-based datasets."
+            )
+        if self.label_manager.has_ignore_label:
+            raise UnsupportedSetupError(
+                f"{name}: dataset {dataset} has an ignore label ({self.label_manager.ignore_label}); "
+                f"distances to a partly unknown boundary are undefined, so {name} does not support it."
+            )
+        labels = list(self.label_manager.all_labels)
+        if labels != list(range(len(labels))):
+            raise UnsupportedSetupError(
+                f"{name}: dataset {dataset} has labels {labels}; nnU-Net needs consecutive labels 0..N."
+            )
+
+    def check_settings(self) -> None:
+        """Validate the trainer's class-attribute settings; subclasses raise ValueError naming the setting."""
+
+    def _apply_budget_from_environment(self) -> None:
+        for attribute, variable in BUDGET_ENV.items():
+            value = os.environ.get(variable)
+            if value is None:
+                continue
+            try:
+                number = int(value)
+                if number < 1:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"environment variable {variable}={value!r}: expected an integer >= 1") from None
+            setattr(self, attribute, number)
+            self.print_to_log_file(f"{variable}={number}: {attribute} set to {number}")
+
+    # ---- network -----------------------------------------------------------------------------
+    @classmethod
+    def build_network_architecture(
+        cls,
+        plans_manager,
+        configuration_manager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        # Label datasets only (checked at start-up): num_output_channels = background + foreground.
+        num_seg = num_output_channels if cls.has_segmentation_head else 0
+        num_sdm = num_output_channels - 1 if cls.has_sdm_head else 0
+        backbone = get_network_from_plans(
+            configuration_manager.network_arch_class_name,
+            configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import,
+            num_input_channels,
+            num_seg + num_sdm,
+            allow_init=True,
+            deep_supervision=enable_deep_supervision,
+        )
+        return SDMHeadNetwork(backbone, num_seg, num_sdm)
+
+    # ---- loss --------------------------------------------------------------------------------
+    def _build_loss(self) -> nn.Module:
+        return self.build_scale_loss()
+
+    def build_scale_loss(self) -> nn.Module:
+        """The per-scale loss module of the paper (stored as ``self.loss``)."""
+        raise NotImplementedError
+
+    def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
+        """Loss terms of one deep-supervision scale; must contain ``loss``."""
+        raise NotImplementedError
+
+    @property
+    def deep_supervision_weights(self) -> list[float]:
+        if not self.enable_deep_supervision:
+            return [1.0]
+        # nnU-Net's DDP work-around: a zero weight leaves parameters without gradient.
+        last = 1e-6 if self.is_ddp and not self._do_i_compile() else 0.0
+        return deep_supervision_weights(len(self._get_deep_supervision_scales()), last_weight=last)
+
+    # ---- targets -----------------------------------------------------------------------------
+    @property
+    def foreground_labels(self) -> list[int]:
+        return [int(c) for c in self.label_manager.foreground_labels]
+
+    def scale_spacing(self, full_shape, scale_shape) -> tuple[float, ...]:
+        """Voxel spacing (mm) of a deep-supervision scale, from the configuration's spacing."""
+        spacing = self.configuration_manager.spacing[-len(full_shape) :]
+        return tuple(float(s) * f / d for s, f, d in zip(spacing, full_shape, scale_shape))
+
+    def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+        """Normalisation of the SDM target; Xue et al.: per sample and class to [-1, 1]."""
+        return normalise_xue(sdm_mm, spatial_dims=spatial_dims)
+
+    def make_scale_target(self, target: torch.Tensor, full_shape) -> ScaleTarget:
+        labels = target[:, 0].long()
+        spacing = self.scale_spacing(full_shape, labels.shape[1:])
+        classes = self.foreground_labels
+        onehot = torch.stack([labels == c for c in classes], dim=1).float()
+        sdm = None
+        if self.uses_sdm_targets:
+            sdm = self.normalise_sdm(signed_distance(labels, spacing, classes), len(spacing))
+        return ScaleTarget(labels=labels, onehot=onehot, spacing=spacing, sdm=sdm)
+
+    # ---- steps -------------------------------------------------------------------------------
+    def _autocast(self):
+        # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on mps)
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def _to_device(self, batch: dict):
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        targets = target if isinstance(target, list) else [target]
+        return data, [t.to(self.device, non_blocking=True) for t in targets]
+
+    def forward_and_loss(self, data: torch.Tensor, targets: list[torch.Tensor]):
+        """Network outputs and loss terms; targets are made only for scales that have a weight."""
+        with sdm_outputs(self.network):
+            outputs = self.network(data)
+        if not isinstance(outputs, list):
+            outputs = [outputs]
+        full_shape = targets[0].shape[2:]
+        scale_targets: dict[int, ScaleTarget] = {}
+
+        def per_scale(i: int) -> dict[str, torch.Tensor]:
+            scale_targets[i] = self.make_scale_target(targets[i], full_shape)
+            return self.scale_loss(outputs[i], scale_targets[i])
+
+        terms = weighted_terms(per_scale, self.deep_supervision_weights[: len(outputs)])
+        return outputs, scale_targets, terms
+
+    def train_step(self, batch: dict) -> dict:
+        data, targets = self._to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            _, _, terms = self.forward_and_loss(data, targets)
+        loss = terms["loss"]
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {name: value.detach().cpu().numpy() for name, value in terms.items()}
+
+    def validation_step(self, batch: dict) -> dict:
+        data, targets = self._to_device(batch)
+        with self._autocast():
+            outputs, scale_targets, terms = self.forward_and_loss(data, targets)
+        # pseudo Dice of the full-resolution output, as nnU-Net computes it
+        logits = unwrap(self.network).logits(outputs[0])
+        target = scale_targets[0] if 0 in scale_targets else self.make_scale_target(targets[0], data.shape[2:])
+        predicted = logits.argmax(1)
+        predicted_onehot = torch.stack([predicted == c for c in self.foreground_labels], 1).float()
+        axes = (0, *range(2, predicted_onehot.ndim))
+        tp = (predicted_onehot * target.onehot).sum(axes)
+        fp = (predicted_onehot * (1 - target.onehot)).sum(axes)
+        fn = ((1 - predicted_onehot) * target.onehot).sum(axes)
+        result = {name: value.detach().cpu().numpy() for name, value in terms.items()}
+        result.update(tp_hard=tp.cpu().numpy(), fp_hard=fp.cpu().numpy(), fn_hard=fn.cpu().numpy())
+        return result
+
+    # ---- logging of the loss terms ---------------------------------------------------------------
+    def _log_terms(self, outputs: list[dict], phase: str) -> None:
+        collated = collate_outputs(outputs)
+        names = [k for k in collated if k != "loss" and not k.endswith("_hard")]
+        means = {}
+        for name in names:
+            value = float(np.mean(collated[name]))
+            if self.is_ddp:
+                gathered = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, value)
+                value = float(np.mean(gathered))
+            means[name] = value
+        if means:
+            self.print_to_log_file(
+                f"{phase} loss terms: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
+            )
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        self._log_terms(train_outputs, "train")
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        super().on_validation_epoch_end(val_outputs)
+        self._log_terms(val_outputs, "val")

@@ -1,0 +1,81 @@
+"""Xue et al., AAAI 2020: shape-aware segmentation by predicting signed distance maps.
+
+The network regresses one SDM per foreground class (tanh, targets normalised per patch and class to
+[-1, 1], negative inside). The segmentation is the Heaviside of the SDM: sigmoid(-k * sdm) with
+k = 1500 in training (eq. 3, sign corrected), the exact step at inference (argmax of
+``[0, -s * sdm]``, see :mod:`nnunet_sdm.network.sdm_head`). Loss (eq. 5): Dice(H(sdm), labels)
++ lambda * (L1 + product), lambda = 10, per deep-supervision scale with nnU-Net's weights.
+
+Variants, named by what they change (nnU-Net's habit):
+- ``nnUNetTrainerSDM``: eq. 5, the paper's "SDM + Dice".
+- ``nnUNetTrainerSDM_SDMOnly``: lambda * (L1 + product) only (the paper's "SDM").
+- ``nnUNetTrainerSDM_L1``: Dice + lambda * L1 (the paper's "L1 + Dice").
+- ``nnUNetTrainerSDM_Truncated``: SDM target clamp(sdm / tau, -1, 1) with tau in mm instead of the
+  per-patch normalisation, which depends on the patch's extent.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnunet_sdm.distance import truncate
+from nnunet_sdm.losses import XUE_LAMBDA, XUE_STEEPNESS, ShapeAwareSDMLoss
+from nnunet_sdm.network import SDMOutput
+from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
+
+
+class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
+    """Xue et al. 2020, eq. 5: Dice(Heaviside(sdm)) + lambda (L1 + product)."""
+
+    heaviside_k: float = XUE_STEEPNESS
+    sdm_weight: float = XUE_LAMBDA
+    dice_weight: float = 1.0
+    l1_weight: float = 1.0
+    product_weight: float = 1.0
+
+    def build_scale_loss(self) -> nn.Module:
+        return ShapeAwareSDMLoss(
+            k=self.heaviside_k,
+            sdm_weight=self.sdm_weight,
+            dice_weight=self.dice_weight,
+            l1_weight=self.l1_weight,
+            product_weight=self.product_weight,
+            batch_dice=self.configuration_manager.batch_dice,
+            ddp=self.is_ddp,
+        )
+
+    def check_settings(self) -> None:
+        try:
+            self.build_scale_loss()
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: invalid setting: {e}") from None
+
+    def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
+        return self.loss(output.sdm, target.sdm, target.onehot)
+
+
+class nnUNetTrainerSDM_SDMOnly(nnUNetTrainerSDM):
+    """Xue et al. 2020 ablation "SDM": lambda (L1 + product), no Dice term."""
+
+    dice_weight = 0.0
+
+
+class nnUNetTrainerSDM_L1(nnUNetTrainerSDM):
+    """Xue et al. 2020 ablation "L1 + Dice": Dice + lambda L1, no product loss."""
+
+    product_weight = 0.0
+
+
+class nnUNetTrainerSDM_Truncated(nnUNetTrainerSDM):
+    """SDM targets clamp(sdm / tau, -1, 1), tau in mm, instead of the per-patch normalisation."""
+
+    truncation_mm: float = 10.0
+
+    def check_settings(self) -> None:
+        super().check_settings()
+        if not self.truncation_mm > 0:
+            raise ValueError(f"{type(self).__name__}: truncation_mm must be > 0 (mm), got {self.truncation_mm}")
+
+    def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+        return truncate(sdm_mm, self.truncation_mm)

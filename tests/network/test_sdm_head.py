@@ -1,0 +1,71 @@
+"""The SDM head wrapper: stock state_dict keys, inference logits, Heaviside at argmax."""
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from torch import nn
+
+from nnunet_sdm.network import SDM_LOGIT_SCALE, SDMHeadNetwork, SDMOutput, sdm_outputs
+
+
+def tiny_unet(out_channels: int, deep_supervision: bool = True) -> PlainConvUNet:
+    return PlainConvUNet(
+        input_channels=1, n_stages=3, features_per_stage=[4, 8, 16], conv_op=nn.Conv3d, kernel_sizes=3,
+        strides=[1, 2, 2], n_conv_per_stage=1, num_classes=out_channels, n_conv_per_stage_decoder=1,
+        conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True}, nonlin=nn.LeakyReLU,
+        deep_supervision=deep_supervision,
+    )
+
+
+def test_state_dict_keys_are_the_stock_networks():
+    backbone = tiny_unet(2)
+    wrapped = SDMHeadNetwork(backbone, 0, 2)
+    assert list(wrapped.state_dict()) == list(backbone.state_dict())
+    stock = tiny_unet(3)
+    # everything but the 1x1 seg_layers transfers from a stock network with 3 logits
+    for key, value in stock.state_dict().items():
+        if ".seg_layers." not in key:
+            assert wrapped.state_dict()[key].shape == value.shape
+
+
+def test_inference_outputs_logits_with_background_channel():
+    net = SDMHeadNetwork(tiny_unet(2, deep_supervision=False), 0, 2).eval()
+    with torch.no_grad():
+        logits = net(torch.randn(1, 1, 8, 16, 16))
+        with sdm_outputs(net):
+            out = net(torch.randn(1, 1, 8, 16, 16))
+    assert logits.shape == (1, 3, 8, 16, 16)
+    assert logits.abs().max() <= SDM_LOGIT_SCALE
+    assert isinstance(out, SDMOutput) and out.seg is None and out.sdm.shape == (1, 2, 8, 16, 16)
+    assert net.return_sdm is False  # switched back
+
+
+def test_argmax_of_sdm_logits_is_the_heaviside():
+    net = SDMHeadNetwork(tiny_unet(2), 0, 2)
+    sdm = torch.tensor([0.3, -0.2, -0.6, 0.1]).view(1, 1, 4).repeat(1, 2, 1)
+    sdm[0, 1] = torch.tensor([0.5, -0.4, -0.1, 0.2])
+    labels = net.logits(SDMOutput(None, sdm)).argmax(1)[0]
+    # voxel 0: both positive -> background; 1: class 2 deeper (-0.4); 2: class 1 (-0.6); 3: background
+    assert labels.tolist() == [0, 2, 1, 0]
+
+
+def test_dual_head_inference_uses_segmentation_channels():
+    net = SDMHeadNetwork(tiny_unet(3 + 2, deep_supervision=False), 3, 2).eval()
+    with torch.no_grad():
+        logits = net(torch.randn(1, 1, 8, 16, 16))
+        with sdm_outputs(net):
+            out = net(torch.randn(1, 1, 8, 16, 16))
+    assert logits.shape[1] == 3
+    assert out.seg.shape[1] == 3 and out.sdm.shape[1] == 2
+
+
+def test_deep_supervision_outputs_every_scale():
+    net = SDMHeadNetwork(tiny_unet(2), 0, 2)
+    with sdm_outputs(net):
+        outs = net(torch.randn(2, 1, 8, 16, 16))
+    assert [o.sdm.shape[2:] for o in outs] == [(8, 16, 16), (4, 8, 8)]
+
+
+def test_rejects_no_outputs():
+    with pytest.raises(ValueError):
+        SDMHeadNetwork(tiny_unet(1), 0, 0)
