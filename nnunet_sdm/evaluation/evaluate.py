@@ -1,0 +1,262 @@
+"""Evaluate prediction files against reference files: per case, per folder, and write summaries.
+
+The summary has the shape of nnU-Net's ``summary.json``::
+
+    {"metric_per_case": [{"reference_file": ..., "prediction_file": ...,
+                          "metrics": {"1": {"Dice": ..., "HD95": ..., "ASSD": ..., "NSD@1.0mm": ...,
+                                            "NSD@2.0mm": ..., "n_ref": ..., "n_pred": ...}, ...}}, ...],
+     "mean": {"1": {metric: mean over cases}, ...},
+     "foreground_mean": {metric: mean over labels of "mean"}}
+
+Label keys are strings (as in nnU-Net's JSON); metric definitions and the empty-mask conventions are
+those of :mod:`nnunet_sdm.evaluation.surface`. Distances are in mm, from the reference image's spacing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from tqdm import tqdm
+
+from nnunet_sdm.evaluation.surface import image_diagonal_mm, surface_metrics
+
+__all__ = ["evaluate_case", "evaluate_folders", "write_summary", "labels_from_dataset_json"]
+
+
+def _normalise_labels(labels: Iterable[int]) -> list[int]:
+    out: list[int] = []
+    for value in labels:
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise ValueError(f"labels must be integers, got {value!r}")
+        value = int(value)
+        if value != 0 and value not in out:
+            out.append(value)
+    if not out:
+        raise ValueError(f"no foreground label to evaluate in {list(labels)} (0 is background)")
+    return out
+
+
+def labels_from_dataset_json(
+    dataset_json: str | Path | None = None, gt_dir: str | Path | None = None
+) -> list[int]:
+    """Foreground label values from an nnU-Net ``dataset.json`` (background and ``ignore`` left out).
+
+    Without ``dataset_json`` it looks for ``dataset.json`` in ``gt_dir`` and its parent (``labelsTs``
+    sits next to ``dataset.json`` in a raw dataset).
+    """
+    if dataset_json is None:
+        if gt_dir is None:
+            raise ValueError("give dataset_json or gt_dir (or explicit labels)")
+        candidates = [Path(gt_dir) / "dataset.json", Path(gt_dir).resolve().parent / "dataset.json"]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no dataset.json found at {[str(c) for c in candidates]}: pass the labels or the dataset.json path"
+            )
+        dataset_json = found[0]
+    content = json.loads(Path(dataset_json).read_text())
+    if "labels" not in content:
+        raise ValueError(f"{dataset_json} has no 'labels' entry")
+    values = []
+    for name, value in content["labels"].items():
+        if name == "ignore":
+            continue
+        if isinstance(value, (list, tuple)):
+            raise ValueError(
+                f"{dataset_json} defines regions ({name}: {value}); region-based evaluation is not supported, "
+                "pass explicit label values instead"
+            )
+        values.append(int(value))
+    return _normalise_labels(values)
+
+
+def _label_values(array: np.ndarray) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.integer) and array.size and 0 <= array.min() and array.max() < 1 << 16:
+        return np.flatnonzero(np.bincount(array.ravel()))
+    return np.unique(array)
+
+
+def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), tuple(float(s) for s in reversed(image.GetSpacing()))
+
+
+def _bounding_boxes(segmentation: np.ndarray, labels: Sequence[int]) -> dict[int, tuple[slice, ...] | None]:
+    """Bounding box of every label in one pass (``ndimage.find_objects``)."""
+    if not np.issubdtype(segmentation.dtype, np.integer):
+        segmentation = segmentation.astype(np.int32)
+    objects = ndimage.find_objects(segmentation, max_label=max(labels))
+    return {label: objects[label - 1] for label in labels}
+
+
+def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+
+
+def evaluate_case(
+    gt_path: str | Path,
+    pred_path: str | Path,
+    labels: Iterable[int],
+    tolerances: Sequence[float] = (1.0, 2.0),
+) -> dict:
+    """Dice, HD95, ASSD, NSD per label for one reference/prediction pair (nnU-Net ``metric_per_case`` entry).
+
+    Images are read with SimpleITK; the spacing is the reference header's, in numpy axis order. Both
+    images must have the same shape and spacing, and contain only 0 and the given labels.
+    """
+    gt_path, pred_path = Path(gt_path), Path(pred_path)
+    labels = _normalise_labels(labels)
+    gt, spacing = _read(gt_path)
+    pred, pred_spacing = _read(pred_path)
+    if gt.shape != pred.shape:
+        raise ValueError(
+            f"shape mismatch: prediction {pred_path} is {pred.shape} but reference {gt_path} is {gt.shape} "
+            "(numpy axis order)"
+        )
+    if not np.allclose(spacing, pred_spacing, rtol=1e-4, atol=1e-6):
+        raise ValueError(
+            f"spacing mismatch: prediction {pred_path} has {pred_spacing} but reference {gt_path} has {spacing} "
+            "(mm, numpy axis order)"
+        )
+    allowed = set(labels) | {0}
+    for role, path, array in (("reference", gt_path, gt), ("prediction", pred_path, pred)):
+        unexpected = sorted(float(v) if not float(v).is_integer() else int(v) for v in _label_values(array))
+        unexpected = [v for v in unexpected if v not in allowed]
+        if unexpected:
+            raise ValueError(
+                f"case {pred_path.name}: the {role} {path} contains label values {unexpected} that are neither "
+                f"background (0) nor among the evaluated labels {labels}"
+            )
+
+    gt_boxes, pred_boxes = _bounding_boxes(gt, labels), _bounding_boxes(pred, labels)
+    diagonal = image_diagonal_mm(gt.shape, spacing)
+    metrics: dict[str, dict] = {}
+    for label in labels:
+        box = _union(gt_boxes[label], pred_boxes[label])
+        if box is None:
+            mask_gt = mask_pred = np.zeros((1,) * gt.ndim, dtype=bool)
+        else:
+            mask_gt, mask_pred = gt[box] == label, pred[box] == label
+        values = surface_metrics(mask_gt, mask_pred, spacing, tolerances, empty_distance=diagonal)
+        values["n_ref"] = int(np.count_nonzero(mask_gt))
+        values["n_pred"] = int(np.count_nonzero(mask_pred))
+        metrics[str(label)] = values
+    return {"reference_file": str(gt_path), "prediction_file": str(pred_path), "metrics": metrics}
+
+
+def _evaluate_job(job: tuple) -> dict:
+    return evaluate_case(*job)
+
+
+def _summarise(per_case: list[dict], labels: Sequence[int]) -> dict:
+    names = list(per_case[0]["metrics"][str(labels[0])].keys())
+    mean = {
+        str(label): {
+            m: float(np.nanmean([case["metrics"][str(label)][m] for case in per_case])) for m in names
+        }
+        for label in labels
+    }
+    foreground_mean = {m: float(np.mean([mean[str(label)][m] for label in labels])) for m in names}
+    return {"metric_per_case": per_case, "mean": mean, "foreground_mean": foreground_mean}
+
+
+def evaluate_folders(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    labels: Iterable[int],
+    tolerances: Sequence[float] = (1.0, 2.0),
+    num_workers: int = 2,
+    file_ending: str = ".nii.gz",
+    progress: bool = True,
+) -> dict:
+    """Evaluate every ``*file_ending`` file of ``pred_dir`` against the file of the same name in ``gt_dir``.
+
+    Returns the nnU-Net-shaped summary described in the module docstring; cases are sorted by name.
+    ``num_workers <= 1`` evaluates in this process, otherwise in a spawn-started process pool.
+    """
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    labels = _normalise_labels(labels)
+    for role, folder in (("reference", gt_dir), ("prediction", pred_dir)):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{role} folder does not exist: {folder}")
+    files = sorted(p.name for p in pred_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
+    if not files:
+        raise FileNotFoundError(f"no *{file_ending} prediction files in {pred_dir}")
+    missing = [name for name in files if not (gt_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} prediction(s) in {pred_dir} have no reference in {gt_dir}: {missing}"
+        )
+
+    jobs = [(gt_dir / name, pred_dir / name, labels, tuple(tolerances)) for name in files]
+    bar = {"total": len(jobs), "desc": "evaluating", "unit": "case", "disable": not progress}
+    if num_workers <= 1 or len(jobs) == 1:
+        per_case = [_evaluate_job(job) for job in tqdm(jobs, **bar)]
+    else:
+        with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
+            per_case = list(tqdm(pool.imap(_evaluate_job, jobs), **bar))
+    return _summarise(per_case, labels)
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _case_name(path: str) -> str:
+    return re.sub(r"(\.nii\.gz|\.[^./]+)$", "", Path(path).name)
+
+
+def write_summary(summary: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:
+    """Write ``summary`` as JSON (sorted keys, like nnU-Net) and optionally as CSV.
+
+    The CSV has one row per case and label: ``case, label, reference_file, prediction_file`` and the
+    metrics (``Dice, HD95, ASSD, NSD@...mm, n_ref, n_pred``).
+    """
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(_plain(summary), indent=2, sort_keys=True))
+    if csv_path is None:
+        return
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for case in summary["metric_per_case"]:
+        for label, values in case["metrics"].items():
+            rows.append(
+                {
+                    "case": _case_name(case["prediction_file"]),
+                    "label": str(label),
+                    "reference_file": case["reference_file"],
+                    "prediction_file": case["prediction_file"],
+                    **_plain(values),
+                }
+            )
+    fields = ["case", "label", "reference_file", "prediction_file"]
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,324 @@
+"""A small synthetic nnU-Net v2 raw dataset with slice-wise annotation jitter.
+
+Each case is a 3D volume (numpy axis 0 = z, the coarse slice axis) that contains
+
+* ``organ`` (label 1): a blob -- an in-plane rotated ellipsoid whose implicit function carries a smooth,
+  low-frequency random deformation; its position, size and orientation vary per case;
+* ``vessel`` (label 2): a thin curved tube that runs through every slice (radius 0.8-1.1 mm, i.e. about
+  2-3 voxels across at 0.8 mm in-plane spacing), next to or through the organ; where the two overlap
+  the vessel wins.
+
+The image is a piecewise-constant class image (background 100, organ 180, vessel 360), blurred a
+little (partial volume), with a small smooth texture in the organ, a smooth multiplicative bias field
+and Gaussian noise (sd 12): both classes are clearly visible, so a tiny nnU-Net learns them within
+minutes of CPU training.
+
+Training labels imitate slice-by-slice manual annotation (Xue et al., AAAI 2020, Fig. 1): every axis-0
+slice of every class is, with probability ``jitter_prob``, independently shifted by one voxel, dilated or
+eroded (an erosion never deletes a structure from a slice), so the 3D label is not smooth across slices. ``labelsTs`` holds the clean (unjittered) truth of the test cases, for evaluation;
+``jitter_test_labels=True`` jitters those too.
+
+Everything is drawn from ``numpy.random.default_rng([seed, case_index])``: the same arguments give the
+same bytes, and case ``i`` does not depend on how many cases are written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+LABELS = {"background": 0, "organ": 1, "vessel": 2}
+INTENSITIES = {0: 100.0, 1: 180.0, 2: 360.0}
+NOISE_SD = 12.0
+FILE_ENDING = ".nii.gz"
+_MARKER = "nnunet_sdm synthetic dataset"
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass
+class SyntheticCase:
+    """One synthetic case: ``image`` (float32), ``label`` (clean truth) and ``jittered`` (uint8)."""
+
+    image: np.ndarray
+    label: np.ndarray
+    jittered: np.ndarray
+
+
+def _grid_mm(shape: Sequence[int], spacing: Sequence[float]) -> list[np.ndarray]:
+    """Voxel-centre coordinates in mm, one broadcastable array per axis."""
+    axes = []
+    for axis, (n, s) in enumerate(zip(shape, spacing)):
+        view = [1, 1, 1]
+        view[axis] = n
+        axes.append(((np.arange(n, dtype=np.float64) + 0.5) * s).reshape(view))
+    return axes
+
+
+def _smooth_field(
+    rng: np.random.Generator, coords: list[np.ndarray], wavelength_mm: tuple[float, float], terms: int = 4
+) -> np.ndarray:
+    """Sum of ``terms`` random plane waves with wavelengths in ``wavelength_mm``, scaled to max |f| <= 1."""
+    field = np.zeros(np.broadcast_shapes(*(c.shape for c in coords)))
+    for _ in range(terms):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        k = 2 * np.pi / rng.uniform(*wavelength_mm)
+        phase = rng.uniform(0, 2 * np.pi)
+        field += rng.uniform(0.5, 1.0) * np.sin(k * sum(d * c for d, c in zip(direction, coords)) + phase)
+    return field / terms
+
+
+def _organ_mask(
+    rng: np.random.Generator, coords: list[np.ndarray], extent: np.ndarray
+) -> tuple[np.ndarray, dict]:
+    centre = extent * rng.uniform(0.4, 0.6, size=3)
+    semi_axes = np.array(
+        [
+            extent[0] * rng.uniform(0.2, 0.28),
+            extent[1] * rng.uniform(0.17, 0.25),
+            extent[2] * rng.uniform(0.17, 0.25),
+        ]
+    )
+    angle = rng.uniform(0, np.pi)
+    dz, dy, dx = (c - m for c, m in zip(coords, centre))
+    u = np.cos(angle) * dy + np.sin(angle) * dx
+    v = -np.sin(angle) * dy + np.cos(angle) * dx
+    implicit = (dz / semi_axes[0]) ** 2 + (u / semi_axes[1]) ** 2 + (v / semi_axes[2]) ** 2
+    deformation = _smooth_field(rng, coords, (1.5 * semi_axes.max(), 3.0 * semi_axes.max()))
+    return implicit + deformation < 1.0, {"centre": centre, "semi_axes": semi_axes}
+
+
+def _vessel_mask(
+    rng: np.random.Generator, coords: list[np.ndarray], extent: np.ndarray, organ: dict
+) -> np.ndarray:
+    z = coords[0][:, 0, 0]
+    direction = rng.uniform(0, 2 * np.pi)
+    offset = organ["semi_axes"][1:].max() + rng.uniform(2.0, 6.0)
+    base = organ["centre"][1:] + offset * np.array([np.cos(direction), np.sin(direction)])
+    base = np.clip(base, 6.0, extent[1:] - 6.0)
+    amplitude = rng.uniform(2.0, 5.0, size=2)
+    period = extent[0] * rng.uniform(0.8, 1.6, size=2)
+    phase = rng.uniform(0, 2 * np.pi, size=2)
+    centre_y = base[0] + amplitude[0] * np.sin(2 * np.pi * z / period[0] + phase[0])
+    centre_x = base[1] + amplitude[1] * np.sin(2 * np.pi * z / period[1] + phase[1])
+    centre_y = np.clip(centre_y, 3.0, extent[1] - 3.0)[:, None, None]
+    centre_x = np.clip(centre_x, 3.0, extent[2] - 3.0)[:, None, None]
+    radius = rng.uniform(0.8, 1.1)
+    return (coords[1] - centre_y) ** 2 + (coords[2] - centre_x) ** 2 <= radius**2
+
+
+def _jitter_slice(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One annotator's slip on one 2D slice: shift by one voxel, dilate or erode (3x3 cross).
+
+    An erosion that would delete the structure from the slice leaves the slice unchanged.
+    """
+    operation = ("shift", "dilate", "erode")[rng.integers(3)]
+    if operation == "dilate":
+        return ndimage.binary_dilation(mask, _CROSS)
+    if operation == "erode":
+        eroded = ndimage.binary_erosion(mask, _CROSS)
+        return eroded if eroded.any() else mask
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    dy, dx = shifts[rng.integers(len(shifts))]
+    shifted = np.zeros_like(mask)
+    ny, nx = mask.shape
+    shifted[max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)] = mask[
+        max(-dy, 0) : ny + min(-dy, 0), max(-dx, 0) : nx + min(-dx, 0)
+    ]
+    return shifted
+
+
+def jitter_labels(label: np.ndarray, rng: np.random.Generator, prob: float = 0.7) -> np.ndarray:
+    """Slice-wise annotation jitter of a 3D label map (axis 0 = slices), as in Xue et al., Fig. 1.
+
+    Each class of each axis-0 slice is, independently with probability ``prob``, shifted by one voxel,
+    dilated or eroded (never to nothing); higher labels are painted over lower ones.
+    """
+    out = np.zeros_like(label)
+    for value in sorted(v for v in np.unique(label) if v != 0):
+        for z in range(label.shape[0]):
+            mask = label[z] == value
+            if mask.any() and rng.random() < prob:
+                mask = _jitter_slice(mask, rng)
+            out[z][mask] = value
+    return out
+
+
+def synthesize_case(
+    index: int,
+    *,
+    shape: Sequence[int] = (24, 64, 64),
+    spacing: Sequence[float] = (2.5, 0.8, 0.8),
+    seed: int = 0,
+    jitter_prob: float = 0.7,
+) -> SyntheticCase:
+    """Draw case ``index`` of the synthetic dataset (arrays in numpy axis order, axis 0 = z).
+
+    Deterministic in ``(seed, index, shape, spacing, jitter_prob)``.
+    """
+    if len(shape) != 3 or len(spacing) != 3:
+        raise ValueError(f"shape and spacing must have 3 entries (z, y, x), got {shape} and {spacing}")
+    if min(shape) < 8 or min(spacing) <= 0:
+        raise ValueError(
+            f"shape must be at least 8 voxels per axis and spacing positive, got {shape}, {spacing}"
+        )
+    rng = np.random.default_rng([seed, index])
+    spacing_arr = np.asarray(spacing, dtype=np.float64)
+    extent = np.asarray(shape) * spacing_arr
+    coords = _grid_mm(shape, spacing_arr)
+
+    organ, organ_params = _organ_mask(rng, coords, extent)
+    vessel = _vessel_mask(rng, coords, extent, organ_params)
+    label = np.zeros(tuple(shape), dtype=np.uint8)
+    label[organ] = LABELS["organ"]
+    label[vessel] = LABELS["vessel"]
+
+    lut = np.array([INTENSITIES[i] for i in range(3)])
+    image = lut[label]
+    image[label == LABELS["organ"]] *= 1.0 + 0.05 * _smooth_field(rng, coords, (8.0, 16.0))[label == 1]
+    sigma_vox = 0.5 * spacing_arr.min() / spacing_arr  # ~0.5 voxel in-plane, less across slices
+    image = ndimage.gaussian_filter(image, sigma_vox)
+    bias = 1.0 + 0.15 * _smooth_field(rng, coords, (1.5 * extent.max(), 3.0 * extent.max()), terms=3)
+    image = image * bias + rng.normal(0.0, NOISE_SD, size=image.shape)
+
+    jittered = jitter_labels(label, rng, jitter_prob)
+    return SyntheticCase(image.astype(np.float32), label, jittered)
+
+
+def _write(array: np.ndarray, spacing: Sequence[float], path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(s) for s in reversed(spacing)])  # SimpleITK: x, y, z
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _prepare_folder(out_dir: Path, folder_name: str, dataset_id: int) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clashes = [p.name for p in out_dir.glob(f"Dataset{dataset_id:03d}_*") if p.name != folder_name]
+    if clashes:
+        raise FileExistsError(
+            f"{out_dir} already holds {clashes} with dataset id {dataset_id}; nnU-Net needs unique ids: "
+            "choose another dataset_id or remove them"
+        )
+    folder = out_dir / folder_name
+    if folder.exists():
+        dataset_json = folder / "dataset.json"
+        ours = dataset_json.is_file() and _MARKER in json.loads(dataset_json.read_text()).get(
+            "description", ""
+        )
+        if not ours:
+            raise FileExistsError(
+                f"{folder} exists and is not a dataset written by nnunet_sdm.synth; not touching it"
+            )
+        shutil.rmtree(folder)
+    return folder
+
+
+def make_synthetic_dataset(
+    out_dir: str | Path,
+    *,
+    dataset_id: int = 990,
+    name: str = "SDMSynth",
+    num_training: int = 12,
+    num_test: int = 4,
+    shape: Sequence[int] = (24, 64, 64),
+    spacing: Sequence[float] = (2.5, 0.8, 0.8),
+    seed: int = 0,
+    jitter_prob: float = 0.7,
+    jitter_test_labels: bool = False,
+) -> dict:
+    """Write ``out_dir/DatasetXXX_Name`` as an nnU-Net v2 raw dataset (see the module docstring).
+
+    Layout: ``imagesTr/{name}_{i:03d}_0000.nii.gz``, ``labelsTr/{name}_{i:03d}.nii.gz`` (jittered),
+    ``imagesTs`` and ``labelsTs`` (clean truth unless ``jitter_test_labels``) for cases
+    ``num_training .. num_training + num_test - 1``, and ``dataset.json``. ``shape`` and ``spacing`` are in
+    numpy axis order (z, y, x); the headers carry the spacing in SimpleITK's (x, y, z) order. A dataset
+    previously written here by this function is replaced; any other existing folder is left alone
+    (FileExistsError).
+
+    Returns a dict with ``folder`` (str), ``dataset_id``, ``dataset_name`` (``DatasetXXX_Name``),
+    ``name``, ``train_cases`` and ``test_cases`` (case identifiers), ``labels``, ``spacing``, ``shape``.
+    """
+    if not 0 < dataset_id < 1000:
+        raise ValueError(f"dataset_id must be in 1..999 for nnU-Net, got {dataset_id}")
+    if not re.fullmatch(r"[A-Za-z0-9]+", name):
+        raise ValueError(
+            f"name must be alphanumeric (it becomes Dataset{dataset_id:03d}_<name>), got {name!r}"
+        )
+    if num_training < 1 or num_test < 0:
+        raise ValueError(f"need num_training >= 1 and num_test >= 0, got {num_training} and {num_test}")
+    dataset_name = f"Dataset{dataset_id:03d}_{name}"
+    folder = _prepare_folder(Path(out_dir), dataset_name, dataset_id)
+    subfolders = {key: folder / key for key in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
+    for sub in subfolders.values():
+        sub.mkdir(parents=True)
+
+    train_cases, test_cases = [], []
+    for index in range(num_training + num_test):
+        case = synthesize_case(index, shape=shape, spacing=spacing, seed=seed, jitter_prob=jitter_prob)
+        case_id = f"{name}_{index:03d}"
+        training = index < num_training
+        split = "Tr" if training else "Ts"
+        label = case.jittered if training or jitter_test_labels else case.label
+        _write(case.image, spacing, subfolders[f"images{split}"] / f"{case_id}_0000{FILE_ENDING}")
+        _write(label, spacing, subfolders[f"labels{split}"] / f"{case_id}{FILE_ENDING}")
+        (train_cases if training else test_cases).append(case_id)
+
+    dataset_json = {
+        "channel_names": {"0": "MRI"},
+        "labels": dict(LABELS),
+        "numTraining": num_training,
+        "file_ending": FILE_ENDING,
+        "name": dataset_name,
+        "description": f"{_MARKER}: blob organ + thin vessel, slice-wise jittered training labels "
+        f"(seed {seed}, shape {list(shape)}, spacing {list(spacing)} in z, y, x)",
+        "numTest": num_test,
+        "labelsTs": "clean truth" if not jitter_test_labels else "jittered like labelsTr",
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return {
+        "folder": str(folder),
+        "dataset_id": dataset_id,
+        "dataset_name": dataset_name,
+        "name": name,
+        "train_cases": train_cases,
+        "test_cases": test_cases,
+        "labels": dict(LABELS),
+        "spacing": tuple(float(s) for s in spacing),
+        "shape": tuple(int(n) for n in shape),
+    }
+
+
+def list_case_ids(
+    folder: str | Path, file_ending: str = FILE_ENDING, channel_suffix: bool | None = None
+) -> list[str]:
+    """Sorted nnU-Net case identifiers of the files in ``folder``.
+
+    Image folders name files ``{case}_{XXXX}{file_ending}`` (channel suffix), label and prediction folders
+    ``{case}{file_ending}``. ``channel_suffix=None`` decides from the folder name (``images*`` -> True,
+    anything else -> False).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"not a folder: {folder}")
+    if channel_suffix is None:
+        channel_suffix = folder.name.startswith("images")
+    ids = set()
+    for path in folder.iterdir():
+        if not path.name.endswith(file_ending) or not path.is_file():
+            continue
+        stem = path.name[: -len(file_ending)]
+        if channel_suffix:
+            if not re.search(r"_\d{4}$", stem):
+                raise ValueError(f"{path}: expected an image file named <case>_XXXX{file_ending}")
+            stem = stem[:-5]
+        ids.add(stem)
+    return sorted(ids)
