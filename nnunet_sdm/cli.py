@@ -18,7 +18,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from nnunet_sdm.synth import make_synthetic_dataset
 
     info = make_synthetic_dataset(
-        args.out_dir, dataset_id=args.dataset_id, num_training=args.num_training, num_test=args.num_test,
+        args.out_dir,
+        dataset_id=args.dataset_id,
+        num_training=args.num_training,
+        num_test=args.num_test,
         seed=args.seed,
     )
     print(f"wrote {info['folder']}")
@@ -38,10 +41,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from nnunet_sdm.runner import Budget, train_with_budget
 
     folder = train_with_budget(
-        args.dataset, args.configuration, args.fold, args.tr,
-        Budget(args.epochs, args.iterations, args.val_iterations), plans_identifier=args.p,
+        args.dataset,
+        args.configuration,
+        args.fold,
+        args.tr,
+        Budget(args.epochs, args.iterations, args.val_iterations),
+        plans_identifier=args.p,
         device=torch.device(args.device) if args.device else None,
-        pretrained_weights=args.pretrained_weights, continue_training=args.c,
+        pretrained_weights=args.pretrained_weights,
+        continue_training=args.c,
     )
     print(f"trained: {folder}")
     return 0
@@ -111,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
     p.set_defaults(func=_cmd_train)
 
-    plans = sub.add_parser("plans", help="plans overrides").add_subparsers(dest="plans_command", required=True)
+    plans = sub.add_parser("plans", help="plans overrides").add_subparsers(
+        dest="plans_command", required=True
+    )
     p = plans.add_parser("apply", help="write a new plans file from an override JSON")
     p.add_argument("dataset")
     p.add_argument("override", help="override JSON file, or the name of a bundled one (cpu_small, ...)")

@@ -79,8 +79,9 @@ def format_table(results: dict[str, dict], label_names: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(workdir: Path, epochs: int | None = None, iterations: int | None = None,
-             device: str | None = None) -> dict[str, dict]:
+def run_demo(
+    workdir: Path, epochs: int | None = None, iterations: int | None = None, device: str | None = None
+) -> dict[str, dict]:
     from nnunet_sdm.evaluation import evaluate_folders, write_summary
     from nnunet_sdm.plans import bundled_override, write_plans
     from nnunet_sdm.synth import make_synthetic_dataset
@@ -89,7 +90,9 @@ def run_demo(workdir: Path, epochs: int | None = None, iterations: int | None = 
     workdir = workdir.resolve()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = GPU_BUDGET if device == "cuda" else CPU_BUDGET
-    budget = Budget(epochs or base.epochs, iterations or base.iterations_per_epoch, base.val_iterations_per_epoch)
+    budget = Budget(
+        epochs or base.epochs, iterations or base.iterations_per_epoch, base.val_iterations_per_epoch
+    )
     env = nnunet_environment(workdir)
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -101,8 +104,20 @@ def run_demo(workdir: Path, epochs: int | None = None, iterations: int | None = 
     print(f"    {raw}")
 
     _step("2/5 nnUNetv2_plan_and_preprocess, then the cpu_small plans override")
-    _run([nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(DEMO_DATASET_ID), "-c", "3d_fullres",
-          "-np", "2", "--verify_dataset_integrity"], env, logs / "plan_and_preprocess.log")
+    _run(
+        [
+            nnunet_command("nnUNetv2_plan_and_preprocess"),
+            "-d",
+            str(DEMO_DATASET_ID),
+            "-c",
+            "3d_fullres",
+            "-np",
+            "2",
+            "--verify_dataset_integrity",
+        ],
+        env,
+        logs / "plan_and_preprocess.log",
+    )
     preprocessed = Path(env["nnUNet_preprocessed"]) / raw.name
     plans_file = write_plans(preprocessed, bundled_override("cpu_small"), DEMO_PLANS)
     print(f"    {plans_file}")
@@ -110,18 +125,63 @@ def run_demo(workdir: Path, epochs: int | None = None, iterations: int | None = 
     results: dict[str, dict] = {}
     for i, trainer in enumerate(DEMO_TRAINERS):
         _step(f"3/5 train {trainer} ({i + 1}/{len(DEMO_TRAINERS)}); log: {logs / f'train_{trainer}.log'}")
-        _run([sys.executable, "-m", "nnunet_sdm.cli", "train", str(DEMO_DATASET_ID), "3d_fullres", "0",
-              "-tr", trainer, "-p", DEMO_PLANS, "--epochs", str(budget.epochs),
-              "--iterations", str(budget.iterations_per_epoch),
-              "--val-iterations", str(budget.val_iterations_per_epoch), "-device", device],
-             env, logs / f"train_{trainer}.log")
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "nnunet_sdm.cli",
+                "train",
+                str(DEMO_DATASET_ID),
+                "3d_fullres",
+                "0",
+                "-tr",
+                trainer,
+                "-p",
+                DEMO_PLANS,
+                "--epochs",
+                str(budget.epochs),
+                "--iterations",
+                str(budget.iterations_per_epoch),
+                "--val-iterations",
+                str(budget.val_iterations_per_epoch),
+                "-device",
+                device,
+            ],
+            env,
+            logs / f"train_{trainer}.log",
+        )
         prediction = workdir / "predictions" / trainer
         _step(f"4/5 nnUNetv2_predict with {trainer} -> {prediction}")
-        _run([nnunet_command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(prediction),
-              "-d", str(DEMO_DATASET_ID), "-c", "3d_fullres", "-tr", trainer, "-p", DEMO_PLANS, "-f", "0",
-              "-device", device, "-npp", "1", "-nps", "1"], env, logs / f"predict_{trainer}.log")
-        summary = evaluate_folders(raw / "labelsTs", prediction, labels=[1, 2], tolerances=(1.0, 2.0),
-                                   num_workers=2, progress=False)
+        _run(
+            [
+                nnunet_command("nnUNetv2_predict"),
+                "-i",
+                str(raw / "imagesTs"),
+                "-o",
+                str(prediction),
+                "-d",
+                str(DEMO_DATASET_ID),
+                "-c",
+                "3d_fullres",
+                "-tr",
+                trainer,
+                "-p",
+                DEMO_PLANS,
+                "-f",
+                "0",
+                "-device",
+                device,
+                "-npp",
+                "1",
+                "-nps",
+                "1",
+            ],
+            env,
+            logs / f"predict_{trainer}.log",
+        )
+        summary = evaluate_folders(
+            raw / "labelsTs", prediction, labels=[1, 2], tolerances=(1.0, 2.0), num_workers=2, progress=False
+        )
         write_summary(summary, prediction / "summary_surface.json", prediction / "summary_surface.csv")
         results[trainer] = summary
 
@@ -133,7 +193,9 @@ def run_demo(workdir: Path, epochs: int | None = None, iterations: int | None = 
     for trainer in DEMO_TRAINERS:
         model = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{DEMO_PLANS}__3d_fullres"
         print(f"  {trainer}: model {model}")
-        print(f"  {' ' * len(trainer)}  predictions {workdir / 'predictions' / trainer} (+ summary_surface.json/csv)")
+        print(
+            f"  {' ' * len(trainer)}  predictions {workdir / 'predictions' / trainer} (+ summary_surface.json/csv)"
+        )
     print(f"  logs:           {logs}")
     print(f"done in {time.time() - started:.0f} s")
     return results

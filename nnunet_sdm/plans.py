@@ -44,7 +44,9 @@ def apply_override(plans: dict, override: dict, configuration: str, plans_name: 
         raise PlansOverrideError(f"override: expected a JSON object, got {type(override).__name__}")
     unknown = set(override) - {"description", "configuration"}
     if unknown:
-        raise PlansOverrideError(f"unknown top-level key(s) {sorted(unknown)}; allowed: description, configuration")
+        raise PlansOverrideError(
+            f"unknown top-level key(s) {sorted(unknown)}; allowed: description, configuration"
+        )
     settings = override.get("configuration", {})
     if not isinstance(settings, dict):
         raise PlansOverrideError("configuration: expected a JSON object")
@@ -97,8 +99,13 @@ def apply_override(plans: dict, override: dict, configuration: str, plans_name: 
     return new
 
 
-def write_plans(preprocessed_dataset_dir: str | Path, override_file: str | Path, plans_name: str,
-                configuration: str = "3d_fullres", source_plans: str = "nnUNetPlans") -> Path:
+def write_plans(
+    preprocessed_dataset_dir: str | Path,
+    override_file: str | Path,
+    plans_name: str,
+    configuration: str = "3d_fullres",
+    source_plans: str = "nnUNetPlans",
+) -> Path:
     """Write ``<plans_name>.json`` next to nnU-Net's plans in the dataset's preprocessed folder."""
     folder = Path(preprocessed_dataset_dir)
     source = folder / f"{source_plans}.json"

@@ -51,8 +51,13 @@ def train_with_budget(
     if device.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     trainer = get_trainer_from_args(
-        str(dataset), configuration, int(fold) if str(fold) != "all" else fold, trainer_name,
-        plans_identifier, continue_training, device=device,
+        str(dataset),
+        configuration,
+        int(fold) if str(fold) != "all" else fold,
+        trainer_name,
+        plans_identifier,
+        continue_training,
+        device=device,
     )
     trainer.num_epochs = budget.epochs
     trainer.num_iterations_per_epoch = budget.iterations_per_epoch

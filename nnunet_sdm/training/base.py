@@ -6,7 +6,8 @@
   channels, wrapped in :class:`~nnunet_sdm.network.SDMHeadNetwork`, which gives the predictor plain
   segmentation logits and the trainer both heads;
 - targets: for every deep-supervision scale, from that scale's augmented labels, on the training device
-  in the train step, SDMs in mm with that scale's spacing, then normalised (``normalise_sdm``);
+  in the train step, the method's distance map (``distance_target``; by default the SDM in mm with
+  that scale's spacing, normalised by ``normalise_sdm``);
 - the loss: one per-scale loss (``scale_loss``, per paper) combined with nnU-Net's deep-supervision
   weights, returning each term so that the log shows them;
 - ``train_step`` / ``validation_step``: nnU-Net's, with the head switch and the extra terms;
@@ -17,6 +18,7 @@ Each paper's module defines only its class attributes, its loss and, where neede
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -33,7 +35,33 @@ from nnunet_sdm.distance import normalise_xue, signed_distance
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, sdm_outputs, unwrap
 
+
 # Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
+def plot_loss_terms(history: dict[str, dict[str, float]], filename: str) -> None:
+    """One panel per loss term, train and validation per epoch (beside nnU-Net's progress.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = sorted({key.split("/", 1)[1] for key in history})
+    if not terms:
+        return
+    fig, axes = plt.subplots(len(terms), 1, figsize=(8, 2.6 * len(terms)), squeeze=False)
+    for ax, term in zip(axes[:, 0], terms):
+        for phase, style in (("train", "-"), ("val", "--")):
+            values = history.get(f"{phase}/{term}", {})
+            epochs = sorted(int(e) for e in values)
+            ax.plot(epochs, [values[str(e)] for e in epochs], style, marker=".", label=phase)
+        ax.set_ylabel(term)
+        ax.legend(loc="upper right")
+    axes[-1, 0].set_xlabel("epoch")
+    fig.suptitle("loss terms (unweighted, deep-supervision weighted over scales)")
+    fig.tight_layout()
+    fig.savefig(filename, dpi=80)
+    plt.close(fig)
+
+
 BUDGET_ENV = {
     "num_epochs": "nnUNetSDM_num_epochs",
     "num_iterations_per_epoch": "nnUNetSDM_iterations_per_epoch",
@@ -52,7 +80,7 @@ class ScaleTarget:
     labels: torch.Tensor  # (B, *spatial) int64 label map
     onehot: torch.Tensor  # (B, K, *spatial) float, one channel per foreground label
     spacing: tuple[float, ...]  # mm per voxel at this scale
-    sdm: torch.Tensor | None = None  # (B, K, *spatial) normalised SDM target, if the trainer uses one
+    distance: torch.Tensor | None = None  # (B, K, *spatial) the method's distance target, if it uses one
 
 
 class nnUNetTrainerDistanceBase(nnUNetTrainer):
@@ -62,8 +90,8 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     has_segmentation_head: bool = False
     #: the network has an SDM head (one tanh channel per foreground class)
     has_sdm_head: bool = True
-    #: the loss needs normalised SDM targets
-    uses_sdm_targets: bool = True
+    #: the loss needs a distance target (``distance_target``) at every scale
+    uses_distance_targets: bool = True
 
     def __init__(
         self,
@@ -111,7 +139,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
                 if number < 1:
                     raise ValueError
             except ValueError:
-                raise ValueError(f"environment variable {variable}={value!r}: expected an integer >= 1") from None
+                raise ValueError(
+                    f"environment variable {variable}={value!r}: expected an integer >= 1"
+                ) from None
             setattr(self, attribute, number)
             self.print_to_log_file(f"{variable}={number}: {attribute} set to {number}")
 
@@ -173,15 +203,22 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         """Normalisation of the SDM target; Xue et al.: per sample and class to [-1, 1]."""
         return normalise_xue(sdm_mm, spatial_dims=spatial_dims)
 
+    def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
+        """The method's distance map of one scale's labels (B, *spatial) -> (B, K, *spatial).
+
+        Default: the exact SDM in mm per foreground class, normalised by ``normalise_sdm``.
+        """
+        return self.normalise_sdm(signed_distance(labels, spacing, self.foreground_labels), len(spacing))
+
     def make_scale_target(self, target: torch.Tensor, full_shape) -> ScaleTarget:
         labels = target[:, 0].long()
         spacing = self.scale_spacing(full_shape, labels.shape[1:])
-        classes = self.foreground_labels
-        onehot = torch.stack([labels == c for c in classes], dim=1).float()
-        sdm = None
-        if self.uses_sdm_targets:
-            sdm = self.normalise_sdm(signed_distance(labels, spacing, classes), len(spacing))
-        return ScaleTarget(labels=labels, onehot=onehot, spacing=spacing, sdm=sdm)
+        onehot = torch.stack([labels == c for c in self.foreground_labels], dim=1).float()
+        if target.shape[1] > 1:  # made in the data-loader workers (SDMTargetTransform)
+            distance = target[:, 1:].float()
+        else:
+            distance = self.distance_target(labels, spacing) if self.uses_distance_targets else None
+        return ScaleTarget(labels=labels, onehot=onehot, spacing=spacing, distance=distance)
 
     # ---- steps -------------------------------------------------------------------------------
     def _autocast(self):
@@ -234,7 +271,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
             outputs, scale_targets, terms = self.forward_and_loss(data, targets)
         # pseudo Dice of the full-resolution output, as nnU-Net computes it
         logits = unwrap(self.network).logits(outputs[0])
-        target = scale_targets[0] if 0 in scale_targets else self.make_scale_target(targets[0], data.shape[2:])
+        target = (
+            scale_targets[0] if 0 in scale_targets else self.make_scale_target(targets[0], data.shape[2:])
+        )
         predicted = logits.argmax(1)
         predicted_onehot = torch.stack([predicted == c for c in self.foreground_labels], 1).float()
         axes = (0, *range(2, predicted_onehot.ndim))
@@ -246,6 +285,18 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         return result
 
     # ---- logging of the loss terms ---------------------------------------------------------------
+    @property
+    def _loss_terms_file(self) -> str:
+        return os.path.join(self.output_folder, "loss_terms.json")
+
+    def _load_loss_terms(self) -> dict[str, dict[str, float]]:
+        """{"train/dice": {"0": value, ...}, ...}; kept across --c resumes in the output folder."""
+        try:
+            with open(self._loss_terms_file) as handle:
+                return json.load(handle)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
     def _log_terms(self, outputs: list[dict], phase: str) -> None:
         collated = collate_outputs(outputs)
         names = [k for k in collated if k != "loss" and not k.endswith("_hard")]
@@ -257,10 +308,22 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
                 dist.all_gather_object(gathered, value)
                 value = float(np.mean(gathered))
             means[name] = value
-        if means:
-            self.print_to_log_file(
-                f"{phase} loss terms: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
-            )
+        if not means:
+            return
+        self.print_to_log_file(
+            f"{phase} loss terms: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
+        )
+        if self.local_rank == 0:
+            history = self._load_loss_terms()
+            for name, value in means.items():
+                history.setdefault(f"{phase}/{name}", {})[str(self.current_epoch)] = value
+            with open(self._loss_terms_file, "w") as handle:
+                json.dump(history, handle, indent=1)
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()
+        if self.local_rank == 0:
+            plot_loss_terms(self._load_loss_terms(), os.path.join(self.output_folder, "loss_terms.png"))
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)

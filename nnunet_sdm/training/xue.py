@@ -12,6 +12,8 @@ Variants, named by what they change (nnU-Net's habit):
 - ``nnUNetTrainerSDM_L1``: Dice + lambda * L1 (the paper's "L1 + Dice").
 - ``nnUNetTrainerSDM_Truncated``: SDM target clamp(sdm / tau, -1, 1) with tau in mm instead of the
   per-patch normalisation, which depends on the patch's extent.
+- ``nnUNetTrainerSDM_TargetsInLoader``: the same targets made in the data-loader workers on the CPU
+  (``edt``) instead of on the training device, to compare the two.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from nnunet_sdm.distance import truncate
 from nnunet_sdm.losses import XUE_LAMBDA, XUE_STEEPNESS, ShapeAwareSDMLoss
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
+from nnunet_sdm.training.loader_targets import SDMTargetTransform
 
 
 class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
@@ -52,7 +55,7 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
             raise ValueError(f"{type(self).__name__}: invalid setting: {e}") from None
 
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
-        return self.loss(output.sdm, target.sdm, target.onehot)
+        return self.loss(output.sdm, target.distance, target.onehot)
 
 
 class nnUNetTrainerSDM_SDMOnly(nnUNetTrainerSDM):
@@ -75,7 +78,28 @@ class nnUNetTrainerSDM_Truncated(nnUNetTrainerSDM):
     def check_settings(self) -> None:
         super().check_settings()
         if not self.truncation_mm > 0:
-            raise ValueError(f"{type(self).__name__}: truncation_mm must be > 0 (mm), got {self.truncation_mm}")
+            raise ValueError(
+                f"{type(self).__name__}: truncation_mm must be > 0 (mm), got {self.truncation_mm}"
+            )
 
     def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         return truncate(sdm_mm, self.truncation_mm)
+
+
+class nnUNetTrainerSDM_TargetsInLoader(nnUNetTrainerSDM):
+    """nnUNetTrainerSDM with its SDM targets made in the data-loader workers (CPU, edt)."""
+
+    def _with_sdm_targets(self, transforms):
+        transforms.transforms.append(
+            SDMTargetTransform(
+                self.foreground_labels,
+                self.configuration_manager.spacing[-len(self.configuration_manager.patch_size) :],
+            )
+        )
+        return transforms
+
+    def get_training_transforms(self, *args, **kwargs):
+        return self._with_sdm_targets(super().get_training_transforms(*args, **kwargs))
+
+    def get_validation_transforms(self, *args, **kwargs):
+        return self._with_sdm_targets(super().get_validation_transforms(*args, **kwargs))

@@ -10,9 +10,19 @@ from nnunet_sdm.network import SDM_LOGIT_SCALE, SDMHeadNetwork, SDMOutput, sdm_o
 
 def tiny_unet(out_channels: int, deep_supervision: bool = True) -> PlainConvUNet:
     return PlainConvUNet(
-        input_channels=1, n_stages=3, features_per_stage=[4, 8, 16], conv_op=nn.Conv3d, kernel_sizes=3,
-        strides=[1, 2, 2], n_conv_per_stage=1, num_classes=out_channels, n_conv_per_stage_decoder=1,
-        conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True}, nonlin=nn.LeakyReLU,
+        input_channels=1,
+        n_stages=3,
+        features_per_stage=[4, 8, 16],
+        conv_op=nn.Conv3d,
+        kernel_sizes=3,
+        strides=[1, 2, 2],
+        n_conv_per_stage=1,
+        num_classes=out_channels,
+        n_conv_per_stage_decoder=1,
+        conv_bias=True,
+        norm_op=nn.InstanceNorm3d,
+        norm_op_kwargs={"affine": True},
+        nonlin=nn.LeakyReLU,
         deep_supervision=deep_supervision,
     )
 

@@ -1,0 +1,88 @@
+"""Boundary loss of Kervadec et al. (MIDL 2019; MedIA 2021) and its rebalancing schedule.
+
+Kervadec et al. approximate the boundary distance between the ground truth G and the segmentation S
+by a regional integral (section 2, eqs. 4-5 of the MedIA paper):
+
+    Dist(∂G, ∂S) ≈ 2 ∫_{ΔS} D_G(q) dq = 2 ( ∫_Ω phi_G(q) s(q) dq - ∫_Ω phi_G(q) g(q) dq ),
+
+with phi_G the signed distance map of G (negative inside), s the softmax probability and g the binary
+ground truth. The paper drops the second integral (it does not depend on the network) and minimises
+L_B = ∫_Ω phi_G s. That value is negative at the optimum and, for a class filling the patch (phi_G = -D
+everywhere), an unbounded-looking "reward" -D * mean(s) that dominates the logged loss (boundary-loss
+GitHub issue #18).
+
+We keep the constant, per foreground class c, averaged over voxels:
+
+    L_B = mean_x sum_c phi_c(x) (s_c(x) - g_c(x)) = mean_x sum_c |phi_c(x)| |s_c(x) - g_c(x)|,
+
+with g_c = [phi_c < 0] read off the sign of phi (``signed_distance`` has no zeros). The gradient
+d L_B / d s_c = phi_c / N is exactly Kervadec's; the value is >= 0, 0 exactly when s = g, and bounded
+by mean sum_c |phi_c|. A class filling the patch (phi = -D, D the patch diagonal in mm) gives
+D * mean(1 - s_c): the largest per-voxel weight, pulling s_c up, minimum 0 at the ground truth -- no
+negative reward. An absent class (phi = +D) gives D * mean(s_c): every false positive costs the
+maximal distance. phi is the raw SDM in mm at the scale's spacing (not normalised): L_B then is the
+paper's boundary distance (in mm, up to the factor 2 and the voxel volume), so the same error costs
+the same in every patch, whereas a per-patch normalisation would make it depend on the patch extent.
+
+Rebalancing (MIDL 2019, section 3): L = alpha L_regional + (1 - alpha) L_B, alpha = 1 at the start,
+decreased by 0.01 after every epoch down to 0.01 (``rebalance_alpha``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nnunet_sdm.losses._checks import check_same_shape
+
+
+def rebalance_alpha(epoch: int, start: float = 1.0, step: float = 0.01, floor: float = 0.01) -> float:
+    """Weight of the regional loss at ``epoch`` (0-based): max(floor, start - step * epoch)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    check_alpha_schedule(start, step, floor)
+    return max(float(floor), float(start) - float(step) * epoch)
+
+
+def check_alpha_schedule(start: float, step: float, floor: float) -> None:
+    """Raise ValueError naming the setting if the schedule is not 0 <= floor <= start <= 1, step >= 0."""
+    for name, value in (("start", start), ("step", step), ("floor", floor)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"alpha {name} must be a finite number, got {value!r}")
+    if not 0 < start <= 1:
+        raise ValueError(f"alpha start must be in (0, 1], got {start!r}")
+    if step < 0:
+        raise ValueError(f"alpha step must be >= 0, got {step!r}")
+    if not 0 <= floor <= start:
+        raise ValueError(f"alpha floor must be in [0, start={start}], got {floor!r}")
+
+
+class BoundaryLoss(nn.Module):
+    """L_B = mean over voxels of sum_c phi_c (s_c - g_c), g_c = [phi_c < 0] (module docstring).
+
+    ``forward(probabilities, phi, mask=None)``:
+
+    - ``probabilities``: (B, K, *spatial) softmax probabilities of the K foreground classes;
+    - ``phi``: (B, K, *spatial) signed distance maps of the classes' ground truth, negative inside, no
+      zeros (``nnunet_sdm.distance.signed_distance``); a target, no gradient flows into it;
+    - ``mask``: optional (B, 1, *spatial) (or (B, *spatial)), non-zero = counted.
+
+    Returns the scalar mean over the counted voxels (0 if none), float32.
+    """
+
+    def forward(
+        self, probabilities: torch.Tensor, phi: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        check_same_shape("BoundaryLoss(probabilities, phi)", probabilities, phi)
+        phi = phi.detach().float()
+        inside = (phi < 0).float()
+        per_voxel = (phi * (probabilities.float() - inside)).sum(1)  # (B, *spatial)
+        if mask is None:
+            return per_voxel.mean()
+        if mask.ndim == per_voxel.ndim + 1:
+            mask = mask[:, 0]
+        check_same_shape("BoundaryLoss(mask, voxels)", mask, per_voxel)
+        counted = (mask != 0).float()
+        return (per_voxel * counted).sum() / counted.sum().clamp_min(1.0)

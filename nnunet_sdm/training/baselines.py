@@ -1,0 +1,211 @@
+"""Distance-based baselines on nnU-Net's segmentation head, and nnU-Net's own losses as building blocks.
+
+- ``nnUNetTrainerBoundary``: Kervadec et al. (MIDL 2019 / MedIA 2021) boundary loss with the paper's
+  rebalancing, L = alpha Dice + (1 - alpha) L_B, alpha = max(0.01, 1 - 0.01 * epoch). The regional loss
+  is nnU-Net's soft Dice (in place of the paper's GDL); phi is the raw SDM in mm at each
+  deep-supervision scale. L_B keeps the constant the paper drops, so it is >= 0 with its minimum 0 at
+  the ground truth, also for classes that fill the patch (see :mod:`nnunet_sdm.losses.boundary`).
+- ``nnUNetTrainerHD``: Karimi & Salcudean (TMI 2019) distance-transform Hausdorff loss (alpha = 2),
+  L = L_DiceCE + lambda L_HD with nnU-Net's Dice + CE. lambda follows Karimi's rule, "the ratio of the
+  mean of the two loss terms" over the previous training epoch: lambda_e = mean(1 + L_DiceCE) / mean(L_HD)
+  (1 + nnU-Net's Dice + CE = CE + (1 - soft Dice) >= 0, nnU-Net's Dice term being -Dice), so both terms
+  contribute alike while the Dice + CE keeps the scale nnU-Net's learning rate is tuned for. Before a
+  previous epoch exists (the first epoch, or after resuming) the ratio of the current batch's values is
+  used. Set ``hd_lambda`` to a number for a fixed lambda.
+
+Both predict from the segmentation head (argmax of the logits), as stock nnU-Net.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.helpers import softmax_helper_dim1
+from torch import distributed as dist
+from torch import nn
+
+from nnunet_sdm.distance import signed_distance
+from nnunet_sdm.losses.boundary import BoundaryLoss, check_alpha_schedule, rebalance_alpha
+from nnunet_sdm.losses.hausdorff import KARIMI_ALPHA, HausdorffDTLoss, boundary_distance
+from nnunet_sdm.network import SDMOutput
+from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
+
+
+# ---- nnU-Net's own losses, configured as nnUNetTrainer._build_loss does for label datasets -------------
+def nnunet_dice_ce_loss(trainer: nnUNetTrainerDistanceBase) -> DC_and_CE_loss:
+    """nnU-Net's Dice + CE for label maps: target (B, 1, *spatial); value CE - soft Dice (foreground)."""
+    loss = DC_and_CE_loss(
+        {
+            "batch_dice": trainer.configuration_manager.batch_dice,
+            "smooth": 1e-5,
+            "do_bg": False,
+            "ddp": trainer.is_ddp,
+        },
+        {},
+        weight_ce=1,
+        weight_dice=1,
+        ignore_label=trainer.label_manager.ignore_label,
+        dice_class=MemoryEfficientSoftDiceLoss,
+    )
+    if trainer._do_i_compile():
+        loss.dc = torch.compile(loss.dc)
+    return loss
+
+
+def nnunet_soft_dice_loss(trainer: nnUNetTrainerDistanceBase) -> nn.Module:
+    """nnU-Net's soft Dice alone (the ``dc`` of ``nnunet_dice_ce_loss``): -mean foreground soft Dice."""
+    dice = MemoryEfficientSoftDiceLoss(
+        apply_nonlin=softmax_helper_dim1,
+        batch_dice=trainer.configuration_manager.batch_dice,
+        do_bg=False,
+        smooth=1e-5,
+        ddp=trainer.is_ddp,
+    )
+    return torch.compile(dice) if trainer._do_i_compile() else dice
+
+
+def check_number(trainer: object, name: str, minimum: float = 0.0, allow_none: bool = False) -> None:
+    """Raise ValueError naming the class attribute ``name`` unless it is a finite number >= minimum."""
+    value = getattr(trainer, name)
+    if value is None and allow_none:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        raise ValueError(
+            f"{type(trainer).__name__}: {name} must be a finite number >= {minimum}, got {value!r}"
+        )
+
+
+def _foreground_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities of the foreground classes (labels 1..K = channels 1..K, checked by the base)."""
+    return torch.softmax(logits.float(), 1)[:, 1:]
+
+
+# ---- Kervadec et al.: boundary loss ------------------------------------------------------------------
+class nnUNetTrainerBoundary(nnUNetTrainerDistanceBase):
+    """Kervadec et al.: alpha * nnU-Net soft Dice + (1 - alpha) * boundary loss, alpha rebalanced per epoch."""
+
+    has_segmentation_head = True
+    has_sdm_head = False
+    uses_distance_targets = True
+
+    boundary_alpha_start: float = 1.0
+    boundary_alpha_step: float = 0.01
+    boundary_alpha_floor: float = 0.01
+
+    def check_settings(self) -> None:
+        try:
+            check_alpha_schedule(
+                self.boundary_alpha_start, self.boundary_alpha_step, self.boundary_alpha_floor
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"{type(self).__name__}: invalid boundary_alpha_start/step/floor setting: {e}"
+            ) from None
+
+    @property
+    def boundary_alpha(self) -> float:
+        """Weight of the regional (Dice) loss in the current epoch."""
+        return rebalance_alpha(
+            int(self.current_epoch),
+            self.boundary_alpha_start,
+            self.boundary_alpha_step,
+            self.boundary_alpha_floor,
+        )
+
+    def build_scale_loss(self) -> nn.Module:
+        return nn.ModuleDict({"dice": nnunet_soft_dice_loss(self), "boundary": BoundaryLoss()})
+
+    def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
+        # the raw SDM in mm (negative inside; -D / +D for a class filling / absent from the patch)
+        return signed_distance(labels, spacing, self.foreground_labels)
+
+    def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
+        dice = self.loss["dice"](output.seg, target.labels[:, None])
+        boundary = self.loss["boundary"](_foreground_probabilities(output.seg), target.distance)
+        alpha = self.boundary_alpha
+        return {"loss": alpha * dice + (1 - alpha) * boundary, "dice": dice, "boundary": boundary}
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.print_to_log_file(f"boundary loss: alpha (Dice weight) {self.boundary_alpha:.2f}")
+
+
+# ---- Karimi & Salcudean: distance-transform Hausdorff loss -----------------------------------------------
+class nnUNetTrainerHD(nnUNetTrainerDistanceBase):
+    """Karimi & Salcudean: nnU-Net Dice + CE + lambda * HD-DT loss (alpha = 2), lambda by Karimi's ratio rule."""
+
+    has_segmentation_head = True
+    has_sdm_head = False
+    uses_distance_targets = True
+
+    hd_alpha: float = KARIMI_ALPHA
+    #: None: Karimi's adaptive lambda (module docstring); a number: that fixed lambda
+    hd_lambda: float | None = None
+    #: the adaptive lambda from the previous training epoch's means (None before the first epoch ends)
+    _hd_lambda_from_epoch: float | None = None
+
+    def check_settings(self) -> None:
+        check_number(self, "hd_alpha", minimum=1e-12)
+        check_number(self, "hd_lambda", allow_none=True)
+
+    def build_scale_loss(self) -> nn.Module:
+        return nn.ModuleDict({"dice_ce": nnunet_dice_ce_loss(self), "hd": HausdorffDTLoss(self.hd_alpha)})
+
+    def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
+        # d_q: unsigned distance (mm) to each class's ground-truth boundary, 0 without boundary
+        masks = torch.stack([labels == c for c in self.foreground_labels], dim=1)
+        return boundary_distance(masks, spacing)
+
+    @staticmethod
+    def karimi_lambda(dice_ce: float, hd: float) -> float | None:
+        """mean(1 + DiceCE) / mean(HD), or None if undefined (HD mean not > 0, or not finite)."""
+        ratio = (1.0 + float(dice_ce)) / float(hd) if float(hd) > 0 else math.nan
+        return ratio if math.isfinite(ratio) and ratio >= 0 else None
+
+    def current_hd_lambda(self, dice_ce: torch.Tensor, hd: torch.Tensor) -> torch.Tensor | float:
+        if self.hd_lambda is not None:
+            return float(self.hd_lambda)
+        if self._hd_lambda_from_epoch is not None:
+            return self._hd_lambda_from_epoch
+        # no previous epoch yet: the ratio of this batch's values (a constant, no gradient)
+        return ((1.0 + dice_ce.detach().float()) / hd.detach().float().clamp_min(1e-8)).clamp_min(0.0)
+
+    def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
+        dice_ce = self.loss["dice_ce"](output.seg, target.labels[:, None])
+        with torch.no_grad():
+            predicted = output.seg.argmax(1)
+            masks = torch.stack([predicted == c for c in self.foreground_labels], dim=1)
+            distance_pred = boundary_distance(masks, target.spacing)
+        hd = self.loss["hd"](
+            _foreground_probabilities(output.seg), target.onehot, distance_pred, target.distance
+        )
+        weight = self.current_hd_lambda(dice_ce, hd)
+        return {"loss": dice_ce + weight * hd, "dice_ce": dice_ce, "hd": hd}
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        if self.hd_lambda is not None:
+            return
+        collated = collate_outputs(train_outputs)
+        means = [float(np.mean(collated["dice_ce"])), float(np.mean(collated["hd"]))]
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, means)
+            means = [float(np.mean([g[i] for g in gathered])) for i in range(2)]
+        ratio = self.karimi_lambda(*means)
+        if ratio is not None:
+            self._hd_lambda_from_epoch = ratio
+        self.print_to_log_file(
+            f"HD loss: lambda for the next epoch {self._hd_lambda_from_epoch} "
+            f"(epoch means: dice_ce {means[0]:.4f}, hd {means[1]:.4f})"
+        )

@@ -1,0 +1,68 @@
+"""Shared fixtures: nnU-Net environments on synthetic data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def nnunet_env(workdir: Path, **extra: str) -> dict[str, str]:
+    from nnunet_sdm import trainers_path
+
+    env = dict(os.environ)
+    env.update(
+        nnUNet_raw=str(workdir / "raw"),
+        nnUNet_preprocessed=str(workdir / "preprocessed"),
+        nnUNet_results=str(workdir / "results"),
+        nnUNet_extTrainer=trainers_path(),
+        nnUNet_compile="f",
+        nnUNet_n_proc_DA="1",
+        nnUNet_def_n_proc="1",
+        OMP_NUM_THREADS="2",
+    )
+    env.update(extra)
+    return env
+
+
+def nnunet_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def run(command: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} failed ({result.returncode})\n--- stdout\n{result.stdout[-4000:]}"
+            f"\n--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def planned_synthetic(tmp_path_factory) -> dict:
+    """A tiny synthetic dataset, planned and preprocessed by nnU-Net, with small CPU plans."""
+    from nnunet_sdm.plans import bundled_override, write_plans
+    from nnunet_sdm.synth import make_synthetic_dataset
+
+    workdir = tmp_path_factory.mktemp("nnunet")
+    env = nnunet_env(workdir)
+    info = make_synthetic_dataset(
+        workdir / "raw", dataset_id=990, num_training=6, num_test=2, shape=(16, 48, 48), seed=1
+    )
+    run([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "990", "-c", "3d_fullres", "-np", "1"], env)
+    preprocessed = workdir / "preprocessed" / Path(info["folder"]).name
+    write_plans(preprocessed, bundled_override("cpu_small"), "nnUNetPlans_cpu_small")
+    return {
+        "workdir": workdir,
+        "env": env,
+        "raw": Path(info["folder"]),
+        "preprocessed": preprocessed,
+        "dataset_id": "990",
+    }

@@ -1,0 +1,173 @@
+"""nnUNetTrainerSDM through nnU-Net's real commands: train, predict, find_best_configuration, export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from tests.conftest import nnunet_bin, run
+
+pytestmark = pytest.mark.slow
+
+BUDGET = {
+    "nnUNetSDM_num_epochs": "1",
+    "nnUNetSDM_iterations_per_epoch": "3",
+    "nnUNetSDM_val_iterations_per_epoch": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def trained_sdm(planned_synthetic):
+    env = {**planned_synthetic["env"], **BUDGET}
+    run(
+        [nnunet_bin("nnUNetv2_train"), "990", "3d_fullres", "0", "-tr", "nnUNetTrainerSDM", "-device", "cpu"],
+        env,
+    )
+    model = (
+        planned_synthetic["workdir"]
+        / "results"
+        / planned_synthetic["raw"].name
+        / "nnUNetTrainerSDM__nnUNetPlans__3d_fullres"
+    )
+    return {**planned_synthetic, "env": env, "model": model}
+
+
+def test_training_writes_checkpoint_validation_and_loss_terms(trained_sdm):
+    fold = trained_sdm["model"] / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert (fold / "validation" / "summary.json").is_file()
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "train loss terms:" in log and "dice" in log and "product" in log
+
+
+def test_predict_gives_label_maps_with_the_images_geometry(trained_sdm, tmp_path):
+    out = tmp_path / "pred"
+    run(
+        [
+            nnunet_bin("nnUNetv2_predict"),
+            "-i",
+            str(trained_sdm["raw"] / "imagesTs"),
+            "-o",
+            str(out),
+            "-d",
+            "990",
+            "-c",
+            "3d_fullres",
+            "-tr",
+            "nnUNetTrainerSDM",
+            "-f",
+            "0",
+            "-device",
+            "cpu",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+        ],
+        trained_sdm["env"],
+    )
+    images = sorted((trained_sdm["raw"] / "imagesTs").glob("*_0000.nii.gz"))
+    assert images
+    for image_file in images:
+        case = image_file.name.replace("_0000.nii.gz", ".nii.gz")
+        image, prediction = sitk.ReadImage(str(image_file)), sitk.ReadImage(str(out / case))
+        assert prediction.GetSize() == image.GetSize()
+        assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
+
+
+def test_checkpoint_loads_strictly_in_the_stock_predictor(trained_sdm):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), verbose=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(trained_sdm["model"]), (0,), "checkpoint_final.pth")
+    checkpoint = torch.load(trained_sdm["model"] / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    predictor.network.load_state_dict(checkpoint["network_weights"], strict=True)
+    x = torch.zeros(1, 1, *predictor.configuration_manager.patch_size)
+    with torch.no_grad():
+        assert predictor.network.eval()(x).shape[1] == 3  # background + 2 classes
+
+
+def test_find_best_configuration_and_export(trained_sdm, tmp_path):
+    env = trained_sdm["env"]
+    run(
+        [
+            nnunet_bin("nnUNetv2_find_best_configuration"),
+            "990",
+            "-c",
+            "3d_fullres",
+            "-tr",
+            "nnUNetTrainerSDM",
+            "-f",
+            "0",
+        ],
+        env,
+    )
+    inference_info = (
+        trained_sdm["workdir"] / "results" / trained_sdm["raw"].name / "inference_information.json"
+    )
+    assert "nnUNetTrainerSDM" in json.dumps(json.loads(inference_info.read_text()))
+    archive = tmp_path / "model.zip"
+    run(
+        [
+            nnunet_bin("nnUNetv2_export_model_to_zip"),
+            "-d",
+            "990",
+            "-o",
+            str(archive),
+            "-c",
+            "3d_fullres",
+            "-tr",
+            "nnUNetTrainerSDM",
+            "-f",
+            "0",
+        ],
+        env,
+    )
+    assert archive.stat().st_size > 0
+
+
+def test_pretrained_weights_from_a_stock_checkpoint_start_an_sdm_training(planned_synthetic, tmp_path):
+    """-pretrained_weights with a stock nnUNetTrainer checkpoint: all but the 1x1 output layers transfer."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    env = {**planned_synthetic["env"], **BUDGET}
+    import os
+
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        stock = get_trainer_from_args("990", "3d_fullres", 3, "nnUNetTrainer", device=torch.device("cpu"))
+        stock.initialize()
+        stock_checkpoint = tmp_path / "stock.pth"
+        torch.save({"network_weights": stock.network.state_dict()}, stock_checkpoint)
+        sdm = get_trainer_from_args("990", "3d_fullres", 4, "nnUNetTrainerSDM", device=torch.device("cpu"))
+        sdm.initialize()
+        load_pretrained_weights(sdm.network, str(stock_checkpoint))
+        transferred = {k: v for k, v in stock.network.state_dict().items() if ".seg_layers." not in k}
+        for key, value in transferred.items():
+            assert torch.equal(sdm.network.state_dict()[key], value), key
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    # and the real command accepts it
+    run(
+        [
+            nnunet_bin("nnUNetv2_train"),
+            "990",
+            "3d_fullres",
+            "2",
+            "-tr",
+            "nnUNetTrainerSDM",
+            "-device",
+            "cpu",
+            "-pretrained_weights",
+            str(stock_checkpoint),
+        ],
+        env,
+    )
