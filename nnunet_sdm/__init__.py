@@ -8,13 +8,10 @@ __version__ = "0.1.0"
 def trainers_path() -> str:
     """The folder to export as ``nnUNet_extTrainer``.
 
-    In a source checkout (editable install) that is the repository's ``trainers/``; a regular
-    ``pip install`` ships the same shims inside the package as ``nnunet_sdm/trainers/``.
+    The shims ship inside the package (``nnunet_sdm/trainers/``, which the repository's ``trainers/``
+    links to), so this is the same folder for an editable and a regular install.
     """
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "trainers", here.parent / "trainers"):
-        if (candidate / "nnUNetTrainerSDM.py").is_file():
-            return str(candidate)
-    raise FileNotFoundError(
-        f"no trainer shims found next to {here}: reinstall nnunet-sdm (pip install .) or check out trainers/"
-    )
+    folder = Path(__file__).resolve().parent / "trainers"
+    if not (folder / "nnUNetTrainerSDM.py").is_file():
+        raise FileNotFoundError(f"{folder}: the trainer shims are missing; reinstall nnunet-sdm")
+    return str(folder)

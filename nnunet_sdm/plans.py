@@ -126,10 +126,10 @@ def write_plans(
 
 
 def bundled_override(name: str) -> Path:
-    """Path of an override shipped in the repository's (or package's) ``plans_overrides/``."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "plans_overrides", here.parent / "plans_overrides"):
-        candidate = folder / f"{name}.json"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no bundled plans override named {name!r}")
+    """Path of an override shipped in ``nnunet_sdm/plans_overrides/`` (the repository's plans_overrides/)."""
+    folder = Path(__file__).resolve().parent / "plans_overrides"
+    candidate = folder / f"{name}.json"
+    if not candidate.is_file():
+        available = sorted(p.stem for p in folder.glob("*.json"))
+        raise FileNotFoundError(f"no bundled plans override named {name!r}; available: {available}")
+    return candidate

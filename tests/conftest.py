@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,20 +13,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def nnunet_env(workdir: Path, **extra: str) -> dict[str, str]:
-    from nnunet_sdm import trainers_path
+    """nnU-Net's environment for a work folder (the demo's), with one data-augmentation worker."""
+    from nnunet_sdm.demo import nnunet_environment
 
-    env = dict(os.environ)
-    env.update(
-        nnUNet_raw=str(workdir / "raw"),
-        nnUNet_preprocessed=str(workdir / "preprocessed"),
-        nnUNet_results=str(workdir / "results"),
-        nnUNet_extTrainer=trainers_path(),
-        nnUNet_compile="f",
-        nnUNet_n_proc_DA="1",
-        nnUNet_def_n_proc="1",
-        OMP_NUM_THREADS="2",
-    )
-    env.update(extra)
+    env = nnunet_environment(workdir)
+    env.update(nnUNet_compile="f", nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1", OMP_NUM_THREADS="2", **extra)
     return env
 
 
@@ -54,10 +44,10 @@ def planned_synthetic(tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("nnunet")
     env = nnunet_env(workdir)
     info = make_synthetic_dataset(
-        workdir / "raw", dataset_id=990, num_training=6, num_test=2, shape=(16, 48, 48), seed=1
+        env["nnUNet_raw"], dataset_id=990, num_training=6, num_test=2, shape=(16, 48, 48), seed=1
     )
     run([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "990", "-c", "3d_fullres", "-np", "1"], env)
-    preprocessed = workdir / "preprocessed" / Path(info["folder"]).name
+    preprocessed = Path(env["nnUNet_preprocessed"]) / Path(info["folder"]).name
     write_plans(preprocessed, bundled_override("cpu_small"), "nnUNetPlans_cpu_small")
     return {
         "workdir": workdir,
@@ -65,4 +55,5 @@ def planned_synthetic(tmp_path_factory) -> dict:
         "raw": Path(info["folder"]),
         "preprocessed": preprocessed,
         "dataset_id": "990",
+        "results": Path(env["nnUNet_results"]) / Path(info["folder"]).name,
     }

@@ -27,12 +27,7 @@ def trained_sdm(planned_synthetic):
         [nnunet_bin("nnUNetv2_train"), "990", "3d_fullres", "0", "-tr", "nnUNetTrainerSDM", "-device", "cpu"],
         env,
     )
-    model = (
-        planned_synthetic["workdir"]
-        / "results"
-        / planned_synthetic["raw"].name
-        / "nnUNetTrainerSDM__nnUNetPlans__3d_fullres"
-    )
+    model = planned_synthetic["results"] / "nnUNetTrainerSDM__nnUNetPlans__3d_fullres"
     return {**planned_synthetic, "env": env, "model": model}
 
 
@@ -42,6 +37,9 @@ def test_training_writes_checkpoint_validation_and_loss_terms(trained_sdm):
     assert (fold / "validation" / "summary.json").is_file()
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "train loss terms:" in log and "dice" in log and "product" in log
+    assert (fold / "loss_terms.png").is_file()
+    history = json.loads((fold / "loss_terms.json").read_text())
+    assert {"train/dice", "train/l1", "train/product", "val/dice"} <= set(history)
 
 
 def test_predict_gives_label_maps_with_the_images_geometry(trained_sdm, tmp_path):
@@ -107,9 +105,7 @@ def test_find_best_configuration_and_export(trained_sdm, tmp_path):
         ],
         env,
     )
-    inference_info = (
-        trained_sdm["workdir"] / "results" / trained_sdm["raw"].name / "inference_information.json"
-    )
+    inference_info = trained_sdm["results"] / "inference_information.json"
     assert "nnUNetTrainerSDM" in json.dumps(json.loads(inference_info.read_text()))
     archive = tmp_path / "model.zip"
     run(

@@ -1,0 +1,1 @@
+from nnunet_sdm.training.caliva import nnUNetTrainerDistPenaltyDiceCE  # noqa: F401

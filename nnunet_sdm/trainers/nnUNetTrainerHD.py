@@ -1,0 +1,1 @@
+from nnunet_sdm.training.baselines import nnUNetTrainerHD  # noqa: F401
