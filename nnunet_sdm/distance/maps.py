@@ -1,0 +1,209 @@
+"""Distance-derived target and penalty maps: Li et al.'s NI-DM and Calivá et al.'s penalty map Phi.
+
+Both are computed on the CPU (``edt`` for the distances, ``cc3d`` for connected components); torch
+inputs are copied to the CPU and the result is returned as a tensor on the input's device.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import cc3d
+import numpy as np
+
+from ._common import (
+    ArrayLike,
+    as_numpy,
+    batched_flag,
+    check_array,
+    check_classes,
+    check_spacing,
+    check_spatial_shape,
+    is_integer_or_bool,
+)
+from .signed import signed_distance
+
+__all__ = ["ni_dm", "caliva_penalty"]
+
+_CONNECTIVITIES = {2: (4, 8), 3: (6, 18, 26)}
+
+
+def _prepare(labels: ArrayLike, spacing: Sequence[float], classes: Sequence[int]):
+    """Shared argument checks; returns (labels as batched numpy, back-converter, batched, spacing, classes)."""
+    check_array(labels, "labels")
+    spacing_t = check_spacing(spacing)
+    classes_t = check_classes(classes)
+    if not is_integer_or_bool(labels):
+        raise ValueError(f"labels must have an integer or bool dtype (a label map), got {labels.dtype}")
+    batched = batched_flag(labels, "labels", len(spacing_t), "(*spatial)", f"a {len(spacing_t)}-D spacing")
+    lab, back = as_numpy(labels)
+    lab = lab if batched else lab[None]
+    check_spatial_shape(lab.shape[1:], "labels")
+    return lab, back, batched, spacing_t, classes_t
+
+
+def ni_dm(
+    labels: ArrayLike,
+    spacing: Sequence[float],
+    classes: Sequence[int],
+    *,
+    connectivity: int | None = None,
+    offset: float | None = None,
+) -> ArrayLike:
+    """Normalised inverse distance map (NI-DM) of Li et al., eq. 1, per class and connected component.
+
+    Li et al. define, for a binary mask, the original distance map ``D(x) = min_{b in B} d(x, b)`` and
+    then: "each connected component C of O-DM is subtracted by its local maximum distance value plus 1
+    for inverse and, then divided by the local maximum distance for normalization", i.e. (eq. 1, whose
+    typeset form is garbled) ``phi(x) = (max_{y in C} D(y) + 1 - D(x)) / max_{y in C} D(y)`` for ``x`` in
+    ``C``.  Implemented per class ``c`` and per connected component ``C`` of ``labels == c`` as::
+
+        phi(x) = (M_C + offset - D(x)) / M_C    for x in C,      M_C = max_{y in C} D(y)
+        phi(x) = 0                              for x not in the class
+
+    * ``D(x)`` is the inside distance in mm from the voxel centre to the nearest voxel centre not in the
+      class (= ``-signed_distance``), so boundary voxels have ``D >= min(spacing)``.
+    * ``offset`` is the paper's "+1".  The paper works on a unit voxel grid, where 1 is one voxel; with
+      spacing in mm the default is ``offset = min(spacing)`` (one voxel), which equals 1 at unit spacing
+      and keeps the paper's range: ``phi = 1`` exactly at voxels with ``D = min(spacing)`` and the whole
+      class lies in ``(0, 1]`` (the deepest voxel of ``C`` gets ``offset / M_C``).  A 1-voxel-thin
+      component is 1 throughout.
+    * No boundary: a class filling the whole array has no finite ``D``; it is set to 1 everywhere (the
+      value a boundary voxel would get).  An absent class is 0 everywhere.
+
+    Args:
+        labels: integer label map, numpy or torch, ``(*spatial)`` or batched ``(B, *spatial)``.
+        spacing: mm per spatial array axis, 2 or 3 positive numbers.
+        classes: distinct label values, one output channel each.
+        connectivity: component connectivity, 3D 6/18/26, 2D 4/8; default full (26 / 8).
+        offset: the "+1" of eq. 1 in mm, finite and > 0; default ``min(spacing)``.
+
+    Returns:
+        float32 in [0, 1], shape ``(len(classes), *spatial)`` or ``(B, len(classes), *spatial)``, same
+        container (and device) as ``labels``.  (Clipped to [0, 1]; this only bites for an ``offset``
+        larger than ``min(spacing)``, where boundary voxels would exceed 1.)
+    """
+    lab, back, batched, spacing_t, classes_t = _prepare(labels, spacing, classes)
+    nd = len(spacing_t)
+    if connectivity is None:
+        connectivity = _CONNECTIVITIES[nd][-1]
+    if connectivity not in _CONNECTIVITIES[nd]:
+        raise ValueError(f"connectivity must be one of {_CONNECTIVITIES[nd]} for {nd}D, got {connectivity!r}")
+    if offset is None:
+        offset = min(spacing_t)
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, numbers.Real)
+        or not math.isfinite(offset)
+        or offset <= 0
+    ):
+        raise ValueError(f"offset must be a finite number of mm > 0, got {offset!r}")
+
+    sdm = signed_distance(lab, spacing_t, classes_t, backend="edt")  # (B, K, *spatial)
+    out = np.zeros(sdm.shape, dtype=np.float32)
+    for b in range(lab.shape[0]):
+        inside = sdm[b] < 0  # (K, *spatial), classes are disjoint
+        codes = np.zeros(lab.shape[1:], dtype=np.uint16 if len(classes_t) < 65535 else np.uint32)
+        depth = np.zeros(lab.shape[1:], dtype=np.float32)  # D(x) of the voxel's own class
+        for k in range(len(classes_t)):
+            codes[inside[k]] = k + 1
+            np.negative(sdm[b, k], out=depth, where=inside[k])
+        # one pass labels the components of all classes (different codes are never connected)
+        components, n = cc3d.connected_components(codes, connectivity=connectivity, return_N=True)
+        fg = components > 0
+        comp_ids = components[fg]
+        comp_max = np.zeros(n + 1, dtype=np.float32)
+        np.maximum.at(comp_max, comp_ids, depth[fg])
+        m = comp_max[comp_ids]
+        phi = np.zeros(lab.shape[1:], dtype=np.float32)
+        phi[fg] = (m + np.float32(offset) - depth[fg]) / m
+        for k in range(len(classes_t)):
+            if inside[k].all():  # no boundary in the array
+                out[b, k] = 1.0
+            else:
+                np.copyto(out[b, k], phi, where=inside[k])
+    np.clip(out, 0.0, 1.0, out=out)
+    return back(out if batched else out[0])
+
+
+def _inverted(dist: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Calivá's inversion of a distance map on ``region``, min-max normalised to [0, 1].
+
+    ``(M - D) / (M - m)`` on ``region`` with ``M``/``m`` the largest/smallest ``D`` there, 0 elsewhere;
+    ``M == m`` (every voxel equally close to the boundary, e.g. a 1-voxel-thin structure) gives 1 on the
+    region.  The caller handles "no boundary".
+    """
+    out = np.zeros(dist.shape, dtype=np.float32)
+    if not region.any():
+        return out
+    d = dist[region]
+    hi, lo = d.max(), d.min()
+    out[region] = 1.0 if hi == lo else (hi - d) / (hi - lo)
+    return out
+
+
+def caliva_penalty(
+    labels: ArrayLike,
+    spacing: Sequence[float],
+    classes: Sequence[int],
+    *,
+    per_class: bool = False,
+) -> ArrayLike:
+    """Distance-map penalty ``Phi`` of Calivá et al. 2019 (section 2, used as ``(1 + Phi)`` in eq. 2).
+
+    The paper computes the distance transform of the ground truth, "reverts" it by subtracting it from
+    its maximum (so voxels near the boundary weigh most), does the same on the negated mask for the
+    inside, and computes the inside maps "for each bone independently" before combining them.  Here,
+    with distances in mm between voxel centres (``signed_distance``; boundary voxels are at
+    ``min(spacing)`` or more, not 0) and each part min-max normalised to [0, 1] (as in the reference
+    implementation ``compute_edts_forPenalizedLoss`` of Ma et al.'s SegLoss, ``(M - D) / (M - m)``)::
+
+        Phi(x) = (M_out - D_out(x)) / (M_out - m_out)   for x outside every class in ``classes``
+        Phi(x) = (M_c - D_c(x)) / (M_c - m_c)           for x in class c (per class, independently)
+
+    ``D_out`` is the distance to the nearest voxel of ANY listed class, ``D_c`` the distance from a voxel
+    of class ``c`` to the nearest voxel not in ``c``; ``M``/``m`` are the largest/smallest such distance
+    over the part.  So ``Phi`` is 1 on the voxels next to a boundary (inside and outside), 0 on the
+    farthest voxel of each part, and in [0, 1] everywhere (one map for all classes, as in eq. 2).  Edge
+    rules: a part whose voxels are all equally far (``M == m``, e.g. a 1-voxel-thin class) is 1; a part
+    with no boundary in the array (no listed class present: the outside; a class filling the array: its
+    inside) is 0, i.e. no extra penalty.  Pass the foreground classes (not the background label):
+    voxels whose label is not listed form the outside part.
+
+    Args:
+        labels: integer label map, numpy or torch, ``(*spatial)`` or batched ``(B, *spatial)``.
+        spacing: mm per spatial array axis, 2 or 3 positive numbers.
+        classes: distinct (foreground) label values.
+        per_class: if True, return one map per class instead: inside part of class ``c`` plus the
+            outside part computed w.r.t. class ``c`` alone (distance to the nearest voxel of ``c``).
+
+    Returns:
+        float32 in [0, 1], shape ``(1, *spatial)`` (``(len(classes), *spatial)`` if ``per_class``), with a
+        leading ``B`` axis if ``labels`` is batched; same container (and device) as ``labels``.
+    """
+    lab, back, batched, spacing_t, classes_t = _prepare(labels, spacing, classes)
+    if not isinstance(per_class, bool):
+        raise ValueError(f"per_class must be a bool, got {per_class!r}")
+    sdm = signed_distance(lab, spacing_t, classes_t, backend="edt")  # (B, K, *spatial), |sdm| <= D
+    n_out = len(classes_t) if per_class else 1
+    out = np.zeros((lab.shape[0], n_out) + lab.shape[1:], dtype=np.float32)
+    for b in range(lab.shape[0]):
+        inside = sdm[b] < 0
+        present = inside.reshape(len(classes_t), -1).any(axis=1)
+        inside_part = np.zeros(lab.shape[1:], dtype=np.float32) if not per_class else None
+        for k in range(len(classes_t)):
+            part = _inverted(-sdm[b, k], inside[k]) if not inside[k].all() else np.zeros_like(out[b, 0])
+            if per_class:
+                outside = _inverted(sdm[b, k], ~inside[k]) if present[k] else 0.0
+                out[b, k] = part + outside
+            else:
+                inside_part += part
+        if not per_class:
+            union = inside.any(axis=0)
+            # distance to the nearest voxel of any listed class = min over classes of the outside SDMs
+            outside = _inverted(sdm[b].min(axis=0), ~union) if present.any() else 0.0
+            out[b, 0] = inside_part + outside
+    np.clip(out, 0.0, 1.0, out=out)
+    return back(out if batched else out[0])

@@ -1,0 +1,173 @@
+"""Exact signed distance maps (mm, anisotropic, multi-class) of label maps and region masks.
+
+Convention (DESIGN.md, Xue et al. 2020 eq. 2 on the voxel grid): for a class/region ``c`` and a voxel
+centre ``x``
+
+* ``sdm(x) = +min_{y in c} |x - y|``      if ``x`` is not in ``c`` (outside, >= min(spacing) > 0),
+* ``sdm(x) = -min_{y not in c} |x - y|``  if ``x`` is in ``c``      (inside, <= -min(spacing) < 0),
+
+with ``|.|`` the Euclidean norm in mm (``spacing`` per array axis, in array-axis order) between voxel
+centres.  So ``sdm < 0`` gives back the mask exactly and the values equal
+``scipy.ndimage.distance_transform_edt(~mask, sampling=spacing)`` outside and
+``distance_transform_edt(mask, sampling=spacing)`` inside.  There is no zero level on the grid: the
+surface lies between the last inside and the first outside voxel centre.
+
+No boundary in the array: a class absent from the array (or from one batch member) is ``+D`` everywhere,
+a class filling it is ``-D`` everywhere, with ``D = sqrt(sum((shape_i * spacing_i)^2))`` the array
+diagonal in mm -- finite and larger than any distance between two voxel centres.  Never inf or NaN.
+
+Backends: ``"edt"`` (CPU, the ``edt`` package, single-threaded), ``"torch"`` (exact separable EDT in
+torch on the tensor's own device) and ``"auto"`` (numpy or CPU tensor -> ``"edt"``, tensor on another
+device -> ``"torch"``).  The output has the input's container type and device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ._common import (
+    ArrayLike,
+    batched_flag,
+    check_array,
+    check_backend,
+    check_classes,
+    check_positive_int,
+    check_spacing,
+    check_spatial_shape,
+    diagonal_mm,
+    is_integer_or_bool,
+)
+from ._edt_cpu import signed_edt_numpy
+from ._edt_torch import DEFAULT_CHUNK_CPU, DEFAULT_CHUNK_DEVICE, signed_edt_torch
+
+__all__ = ["signed_distance", "signed_distance_masks"]
+
+
+def signed_distance(
+    labels: ArrayLike,
+    spacing: Sequence[float],
+    classes: Sequence[int],
+    *,
+    backend: str = "auto",
+    max_chunk_elements: int | None = None,
+) -> ArrayLike:
+    """Signed distance map (mm) of each class of an integer label map.
+
+    Args:
+        labels: integer (or bool) label map, numpy array or torch tensor, shape ``(*spatial)`` or batched
+            ``(B, *spatial)``; it is batched iff ``labels.ndim == len(spacing) + 1``.  2D or 3D.
+        spacing: voxel size in mm per spatial array axis (array-axis order), 2 or 3 positive numbers.
+        classes: distinct label values; channel ``k`` of the result is the SDM of ``labels == classes[k]``.
+            Label values not listed simply count as "not in the class".
+        backend: ``"auto"``, ``"edt"`` or ``"torch"`` (see the module docstring).
+        max_chunk_elements: torch backend only: the largest number of float32 entries of one min-plus
+            candidate tensor; peak extra memory is about ``15 * numel(masks) + 8 * max_chunk_elements``
+            bytes, ``masks`` being the ``(B, K, *spatial)`` class masks (see ``_edt_torch``).  Default
+            2**20 on CPU (cache-sized, fastest there), 2**24 on other devices (fewer kernel launches).
+
+    Returns:
+        float32, shape ``(len(classes), *spatial)`` or ``(B, len(classes), *spatial)``, same container
+        (numpy / torch) and device as ``labels``.  Negative inside, positive outside (module docstring);
+        ``+D`` for an absent class, ``-D`` for a class filling the array.
+    """
+    check_array(labels, "labels")
+    spacing_t = check_spacing(spacing)
+    classes_t = check_classes(classes)
+    check_backend(backend)
+    _check_chunk(max_chunk_elements)
+    if not is_integer_or_bool(labels):
+        raise ValueError(
+            f"labels must have an integer or bool dtype (a label map), got {labels.dtype}; "
+            "convert it first, e.g. labels.long() or labels.astype(np.int16)"
+        )
+    batched = batched_flag(labels, "labels", len(spacing_t), "(*spatial)", f"a {len(spacing_t)}-D spacing")
+    lab = labels if batched else labels[None]
+    spatial = tuple(lab.shape[1:])
+    check_spatial_shape(spatial, "labels")
+    view = (1, len(classes_t)) + (1,) * len(spatial)
+    if isinstance(lab, torch.Tensor):
+        values = torch.tensor(classes_t, dtype=torch.int64, device=lab.device).view(view)
+        masks = lab.unsqueeze(1) == values
+    else:
+        masks = lab[:, None] == np.asarray(classes_t, dtype=np.int64).reshape(view)
+    out = _signed_from_masks(masks, spacing_t, backend, max_chunk_elements)
+    return out if batched else out[0]
+
+
+def signed_distance_masks(
+    masks: ArrayLike,
+    spacing: Sequence[float],
+    *,
+    backend: str = "auto",
+    max_chunk_elements: int | None = None,
+) -> ArrayLike:
+    """Signed distance map (mm) of each channel of a stack of binary region masks.
+
+    Same convention, backends and no-boundary rule as ``signed_distance``; the regions may overlap
+    (nnU-Net region-based training), each channel is treated on its own.
+
+    Args:
+        masks: bool (or integer, non-zero = inside) masks, numpy or torch, shape ``(C, *spatial)`` or
+            batched ``(B, C, *spatial)``; batched iff ``masks.ndim == len(spacing) + 2``.
+        spacing: voxel size in mm per spatial array axis (array-axis order), 2 or 3 positive numbers.
+        backend, max_chunk_elements: as in ``signed_distance``.
+
+    Returns:
+        float32 of the same shape as ``masks``, same container and device.
+    """
+    check_array(masks, "masks")
+    spacing_t = check_spacing(spacing)
+    check_backend(backend)
+    _check_chunk(max_chunk_elements)
+    if not is_integer_or_bool(masks):
+        raise ValueError(
+            f"masks must have a bool (or integer, non-zero = inside) dtype, got {masks.dtype}; "
+            "threshold it first, e.g. masks > 0.5"
+        )
+    batched = batched_flag(
+        masks, "masks", len(spacing_t) + 1, "(C, *spatial)", f"a {len(spacing_t)}-D spacing"
+    )
+    m = masks if batched else masks[None]
+    check_spatial_shape(tuple(m.shape[2:]), "masks")
+    m = m.bool() if isinstance(m, torch.Tensor) else m.astype(bool, copy=False)
+    out = _signed_from_masks(m, spacing_t, backend, max_chunk_elements)
+    return out if batched else out[0]
+
+
+def _signed_from_masks(
+    masks: ArrayLike, spacing: tuple[float, ...], backend: str, max_chunk_elements: int | None
+) -> ArrayLike:
+    """``(B, K, *spatial)`` bool masks -> clamped float32 SDMs of the same shape, container and device."""
+    shape = tuple(masks.shape)
+    spatial = shape[2:]
+    flat = masks.reshape((-1,) + spatial)
+    diag = diagonal_mm(spatial, spacing)
+    if isinstance(flat, torch.Tensor):
+        use_torch = backend == "torch" or (backend == "auto" and flat.device.type != "cpu")
+        if use_torch:
+            chunk = _chunk(max_chunk_elements, flat.device)
+            out = signed_edt_torch(flat, spacing, chunk).clamp_(-diag, diag)
+        else:
+            out_np = np.clip(signed_edt_numpy(flat.cpu().numpy(), spacing), -diag, diag)
+            out = torch.from_numpy(out_np).to(flat.device)
+    elif backend == "torch":
+        chunk = _chunk(max_chunk_elements, torch.device("cpu"))
+        out = signed_edt_torch(torch.from_numpy(flat), spacing, chunk).clamp_(-diag, diag).numpy()
+    else:
+        out = signed_edt_numpy(flat, spacing)
+        np.clip(out, -diag, diag, out=out)
+    return out.reshape(shape)
+
+
+def _check_chunk(max_chunk_elements: int | None) -> None:
+    if max_chunk_elements is not None:
+        check_positive_int(max_chunk_elements, "max_chunk_elements")
+
+
+def _chunk(max_chunk_elements: int | None, device: torch.device) -> int:
+    if max_chunk_elements is None:
+        return DEFAULT_CHUNK_CPU if device.type == "cpu" else DEFAULT_CHUNK_DEVICE
+    return int(max_chunk_elements)

@@ -1,0 +1,153 @@
+"""ni_dm (Li et al. eq. 1) and caliva_penalty (Calivá et al. section 2) against independent references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from scipy.ndimage import distance_transform_edt
+
+from nnunet_sdm.distance import caliva_penalty, ni_dm
+
+# --- NI-DM -----------------------------------------------------------------------------------------
+
+
+def ni_dm_reference(mask, spacing, offset, structure):
+    """Eq. 1 with scipy: per connected component C, (max_C D + offset - D) / max_C D, 0 outside."""
+    dist = distance_transform_edt(mask, sampling=spacing)
+    comps, n = ndimage.label(mask, structure=structure)
+    out = np.zeros(mask.shape)
+    for i in range(1, n + 1):
+        c = comps == i
+        m = dist[c].max()
+        out[c] = (m + offset - dist[c]) / m
+    return out
+
+
+def test_ni_dm_hand_values_unit_spacing():
+    labels = np.zeros((9, 12), dtype=np.int16)
+    labels[2:7, 2:7] = 1  # 5x5 square: centre D = 3
+    labels[4, 9:12] = 1  # 1x3 line touching the border: D = 1 everywhere
+    phi = ni_dm(labels, (1.0, 1.0), [1])
+    assert phi.shape == (1, 9, 12) and phi.dtype == np.float32
+    assert phi[0, 4, 4] == pytest.approx(1 / 3)  # (3 + 1 - 3) / 3
+    assert phi[0, 2, 4] == pytest.approx(1.0)  # boundary voxel: (3 + 1 - 1) / 3
+    assert phi[0, 3, 3] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(phi[0, 4, 9:12], 1.0)  # the thin component has its own maximum
+    assert (phi[0][labels == 0] == 0).all()
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 0.8, 0.8)])
+def test_ni_dm_matches_reference_per_component(spacing, make_blobs):
+    rng = np.random.default_rng(11)
+    labels = make_blobs(rng, (14, 30, 26), spacing, n_classes=2, n_blobs=3)
+    phi = ni_dm(labels, spacing, [1, 2])
+    full = np.ones((3, 3, 3), dtype=bool)
+    for k, c in enumerate([1, 2]):
+        ref = ni_dm_reference(labels == c, spacing, min(spacing), full)
+        np.testing.assert_allclose(phi[k], ref, atol=1e-5)
+    assert phi.min() >= 0 and phi.max() <= 1
+    assert ((phi > 0) == np.stack([labels == 1, labels == 2])).all()
+
+
+def test_ni_dm_connectivity_and_offset():
+    labels = np.zeros((6, 6, 6), dtype=np.uint8)
+    labels[1:3, 1:3, 1:3] = 1
+    labels[3:5, 3:5, 3:5] = 1  # touches the first cube only at a corner
+    six = np.zeros((3, 3, 3), dtype=bool)
+    six[1, 1, :] = six[1, :, 1] = six[:, 1, 1] = True
+    for conn, structure in [(6, six), (26, np.ones((3, 3, 3), dtype=bool))]:
+        phi = ni_dm(labels, (1.0, 2.0, 1.0), [1], connectivity=conn, offset=0.5)
+        np.testing.assert_allclose(
+            phi[0], ni_dm_reference(labels == 1, (1.0, 2.0, 1.0), 0.5, structure), atol=1e-6
+        )
+
+
+def test_ni_dm_absent_filling_batched_and_torch():
+    labels = np.zeros((2, 5, 6, 7), dtype=np.int16)
+    labels[0] = 1  # class 1 fills member 0
+    labels[1, 2, 2, 2] = 1
+    phi = ni_dm(torch.from_numpy(labels), (2.0, 1.0, 1.0), [1, 2])
+    assert isinstance(phi, torch.Tensor) and phi.shape == (2, 2, 5, 6, 7)
+    phi = phi.numpy()
+    np.testing.assert_array_equal(phi[0, 0], 1.0)  # no boundary: 1 everywhere
+    np.testing.assert_array_equal(phi[:, 1], 0.0)  # absent: 0
+    assert phi[1, 0, 2, 2, 2] == 1.0 and phi[1, 0].sum() == 1.0  # single voxel
+    assert np.isfinite(phi).all()
+
+
+def test_ni_dm_2d_and_argument_checks():
+    labels = np.zeros((5, 6), dtype=np.int16)
+    labels[1:4, 1:4] = 1
+    assert ni_dm(labels, (1.0, 1.0), [1], connectivity=4).shape == (1, 5, 6)
+    with pytest.raises(ValueError, match="connectivity must be one of"):
+        ni_dm(labels, (1.0, 1.0), [1], connectivity=26)
+    with pytest.raises(ValueError, match="offset must be a finite number"):
+        ni_dm(labels, (1.0, 1.0), [1], offset=0.0)
+    with pytest.raises(ValueError, match="labels must have an integer or bool dtype"):
+        ni_dm(labels.astype(np.float32), (1.0, 1.0), [1])
+
+
+# --- Calivá Phi ------------------------------------------------------------------------------------
+
+
+def segloss_reference(posmask, spacing):
+    """compute_edts_forPenalizedLoss of Ma et al.'s SegLoss (binary), with sampling=spacing added."""
+    negmask = ~posmask
+    pos_edt = distance_transform_edt(posmask, sampling=spacing)
+    pos_edt = (np.max(pos_edt) - pos_edt) * posmask
+    neg_edt = distance_transform_edt(negmask, sampling=spacing)
+    neg_edt = (np.max(neg_edt) - neg_edt) * negmask
+    return pos_edt / np.max(pos_edt) + neg_edt / np.max(neg_edt)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 0.8, 0.8)])
+def test_caliva_binary_matches_segloss_reference(spacing, make_blobs):
+    rng = np.random.default_rng(12)
+    labels = make_blobs(rng, (12, 28, 24), spacing, n_classes=1, n_blobs=2)
+    phi = caliva_penalty(labels, spacing, [1])
+    assert phi.shape == (1, 12, 28, 24) and phi.dtype == np.float32
+    np.testing.assert_allclose(phi[0], segloss_reference(labels == 1, spacing), atol=1e-5)
+
+
+def test_caliva_multiclass_inside_maps_are_independent(make_blobs):
+    spacing = (1.0, 1.0, 1.0)
+    labels = np.zeros((16, 20, 20), dtype=np.int16)
+    labels[2:14, 2:18, 2:10] = 1  # large
+    labels[6:9, 12:15, 13:16] = 2  # small
+    phi = caliva_penalty(labels, spacing, [1, 2])[0]
+    for c in (1, 2):
+        mask = labels == c
+        inside = distance_transform_edt(mask)[mask]
+        expected = (inside.max() - inside) / (inside.max() - inside.min())
+        np.testing.assert_allclose(phi[mask], expected, atol=1e-6)
+        assert phi[mask].max() == 1.0 and phi[mask].min() == 0.0
+    bg = labels == 0
+    outside = distance_transform_edt(bg)[bg]  # distance to the nearest voxel of ANY class
+    np.testing.assert_allclose(
+        phi[bg], (outside.max() - outside) / (outside.max() - outside.min()), atol=1e-6
+    )
+    per_class = caliva_penalty(labels, spacing, [1, 2], per_class=True)
+    assert per_class.shape == (2, 16, 20, 20)
+    np.testing.assert_allclose(per_class[1][labels == 2], phi[labels == 2], atol=1e-6)
+    not2 = labels != 2
+    out2 = distance_transform_edt(not2)[not2]
+    np.testing.assert_allclose(per_class[1][not2], (out2.max() - out2) / (out2.max() - out2.min()), atol=1e-6)
+
+
+def test_caliva_edge_cases():
+    labels = np.zeros((3, 6, 7, 8), dtype=np.int16)
+    labels[0, 3, :, :] = 1  # 1-voxel-thin plane: every inside voxel is at the boundary
+    labels[2] = 1  # class fills member 2
+    phi = caliva_penalty(torch.from_numpy(labels), (2.0, 1.0, 1.0), [1])
+    assert isinstance(phi, torch.Tensor) and phi.shape == (3, 1, 6, 7, 8)
+    phi = phi.numpy()
+    assert np.isfinite(phi).all() and phi.min() >= 0 and phi.max() <= 1
+    np.testing.assert_array_equal(phi[0, 0, 3], 1.0)
+    np.testing.assert_array_equal(phi[1], 0.0)  # class absent: no boundary, no extra penalty
+    np.testing.assert_array_equal(phi[2], 0.0)  # class fills: no boundary
+    phi2d = caliva_penalty(labels[0, 0:1, :, :][0], (1.0, 1.0), [1])
+    assert phi2d.shape == (1, 7, 8)
+    with pytest.raises(ValueError, match="per_class must be a bool"):
+        caliva_penalty(labels, (1.0, 1.0, 1.0), [1], per_class=1)
