@@ -7,8 +7,14 @@ Sections (one function each, assembled by ``main``):
   counts below at spacing (3, 0.8, 0.8) with ellipsoid labels (~10-30 % foreground); median of repeats,
   ratios and the max deviation from scipy in mm.
 
-More sections (e.g. the nnU-Net data pipeline) can be added to ``SECTIONS``; each takes ``quick`` and
-returns a JSON-serialisable dict.
+* ``data_pipeline``: mean CPU ms per training sample of nnU-Net's data pipeline (loading, cropping,
+  augmentation, deep-supervision down-sampling; one worker, single thread) for the stock
+  ``nnUNetTrainer``, ``nnUNetTrainerSDM`` (SDM targets on the training device, so its pipeline is
+  stock's) and ``nnUNetTrainerSDM_TargetsInLoader`` (targets made in the workers with ``edt``), measured
+  in the same run, rounds interleaved and seeded alike (paired), on a synthetic dataset that nnU-Net plans and preprocesses; plus,
+  for information, what the on-device targets cost per sample when the training device is this CPU.
+
+Each section takes ``quick`` and returns a JSON-serialisable dict.
 
 Usage: ``python benchmarks/sdm_speed.py [--quick] [--sections sdm_speed ...]``
 """
@@ -16,10 +22,12 @@ Usage: ``python benchmarks/sdm_speed.py [--quick] [--sections sdm_speed ...]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -140,8 +148,98 @@ def section_sdm_speed(quick: bool) -> dict:
     return result
 
 
+PIPELINE_TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM", "nnUNetTrainerSDM_TargetsInLoader"]
+ACCEPTANCE_PIPELINE = {"max_ratio_default_sdm_over_stock": 1.05}
+
+
+def _prepare_pipeline_dataset(workdir: Path, quick: bool) -> None:
+    """Synthetic dataset, planned and preprocessed by nnU-Net (its environment set in os.environ)."""
+    import subprocess
+
+    from nnunet_sdm.demo import nnunet_command, nnunet_environment
+    from nnunet_sdm.synth import make_synthetic_dataset
+
+    env = nnunet_environment(workdir)
+    env.update(nnUNet_compile="f")
+    shape = (24, 96, 96) if quick else (48, 160, 160)
+    make_synthetic_dataset(env["nnUNet_raw"], dataset_id=991, num_training=6, num_test=0, shape=shape)
+    subprocess.run(
+        [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", "991", "-c", "3d_fullres", "-np", "2"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    # data loading in this process (SingleThreadedAugmenter); nnU-Net's planner cannot take 0
+    os.environ.update(env, nnUNet_n_proc_DA="0")
+
+
+def section_data_pipeline(quick: bool) -> dict:
+    """CPU ms per training sample of each trainer's data pipeline, interleaved rounds, one thread."""
+    import tempfile
+
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    torch.set_num_threads(1)
+    rounds, batches_per_round = (2, 2) if quick else (5, 4)
+    with tempfile.TemporaryDirectory() as tmp:
+        _prepare_pipeline_dataset(Path(tmp), quick)
+        trainers, loaders = {}, {}
+        for name in PIPELINE_TRAINERS:
+            trainer = get_trainer_from_args("991", "3d_fullres", 0, name, device=torch.device("cpu"))
+            trainer._set_batch_size_and_oversample()
+            loaders[name], _ = trainer.get_dataloaders()  # nnUNet_n_proc_DA=0: in this process
+            trainers[name] = trainer
+        per_sample: dict[str, list[float]] = {name: [] for name in PIPELINE_TRAINERS}
+        target_ms: list[float] = []
+        for round_index in range(-1, rounds):  # round -1 warms caches up and is not counted
+            for name in PIPELINE_TRAINERS:
+                # paired design: the same seed per round, so every trainer loads and augments the same
+                # samples the same way and only what differs between the pipelines is timed
+                random.seed(round_index + 1)
+                np.random.seed(round_index + 1)
+                torch.manual_seed(round_index + 1)
+                start = time.perf_counter()
+                for _ in range(batches_per_round):
+                    batch = next(loaders[name])
+                elapsed = time.perf_counter() - start
+                if round_index < 0:
+                    continue
+                per_sample[name].append(1000 * elapsed / (batches_per_round * trainers[name].batch_size))
+            if round_index < 0:
+                continue
+            # on-device targets of the default SDM trainer, here on the CPU (all weighted scales)
+            sdm = trainers["nnUNetTrainerSDM"]
+            targets = batch["target"] if isinstance(batch["target"], list) else [batch["target"]]
+            targets = [t[:, :1] for t in targets]
+            start = time.perf_counter()
+            for i, weight in enumerate(sdm.deep_supervision_weights):
+                if weight:
+                    sdm.make_scale_target(targets[i], targets[0].shape[2:])
+            target_ms.append(1000 * (time.perf_counter() - start) / targets[0].shape[0])
+        config = trainers["nnUNetTrainer"].configuration_manager
+        mean = {name: statistics.mean(values) for name, values in per_sample.items()}
+    ratio = mean["nnUNetTrainerSDM"] / mean["nnUNetTrainer"]
+    return {
+        "patch_size": list(config.patch_size),
+        "batch_size": trainers["nnUNetTrainer"].batch_size,
+        "samples_per_trainer": rounds * batches_per_round * trainers["nnUNetTrainer"].batch_size,
+        "ms_per_sample_by_round": {
+            name: [round(v, 1) for v in values] for name, values in per_sample.items()
+        },
+        "ms_per_sample": {name: round(value, 1) for name, value in mean.items()},
+        "ratio_over_stock": {name: round(value / mean["nnUNetTrainer"], 3) for name, value in mean.items()},
+        "on_device_targets_ms_per_sample_on_this_cpu": round(statistics.mean(target_ms), 1),
+        "acceptance": dict(
+            ACCEPTANCE_PIPELINE,
+            ratio=round(ratio, 3),
+            met=ratio <= ACCEPTANCE_PIPELINE["max_ratio_default_sdm_over_stock"],
+        ),
+    }
+
+
 SECTIONS: dict[str, Callable[[bool], dict]] = {
     "sdm_speed": section_sdm_speed,
+    "data_pipeline": section_data_pipeline,
 }
 
 
@@ -178,7 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     report = {"environment": environment(), "quick": args.quick}
     for name in args.sections:
-        report[name] = SECTIONS[name](args.quick)
+        with contextlib.redirect_stdout(sys.stderr):  # nnU-Net prints; stdout is for the JSON only
+            report[name] = SECTIONS[name](args.quick)
     print(json.dumps(report, indent=2))
     return report
 
