@@ -73,6 +73,10 @@ class UnsupportedSetupError(RuntimeError):
     """A dataset layout or a setting that this trainer cannot train on (raised at start-up)."""
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or inf; training stopped before the weights were updated."""
+
+
 @dataclass
 class ScaleTarget:
     """Targets of one deep-supervision scale, all on the training device."""
@@ -253,6 +257,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         with self._autocast():
             _, _, terms = self.forward_and_loss(data, targets)
         loss = terms["loss"]
+        self._stop_if_not_finite(terms, batch.get("keys"))
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -264,6 +269,36 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
         return {name: value.detach().cpu().numpy() for name, value in terms.items()}
+
+    def _stop_if_not_finite(self, terms: dict[str, torch.Tensor], keys) -> None:
+        """Stop before the optimiser step if any loss term is NaN/inf (on any DDP rank).
+
+        Raising here leaves the weights untouched and the checkpoints on disk as they are (nnU-Net's
+        ``checkpoint_latest.pth`` / ``checkpoint_best.pth``), so ``--c`` resumes from the last good one.
+        """
+        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()]).all()
+        if self.is_ddp:
+            flag = finite.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag.bool()
+        if bool(finite):
+            return
+        bad = {
+            name: float(v.detach().float().mean()) for name, v in terms.items() if not torch.isfinite(v).all()
+        }
+        kept = [
+            f
+            for f in ("checkpoint_latest.pth", "checkpoint_best.pth")
+            if os.path.isfile(os.path.join(self.output_folder, f))
+        ]
+        message = (
+            f"{type(self).__name__}: non-finite loss at epoch {self.current_epoch} "
+            f"({', '.join(f'{k} = {v}' for k, v in bad.items())}; cases {list(keys) if keys is not None else '?'}). "
+            f"Training stopped before updating the weights. Checkpoints kept in {self.output_folder}: "
+            f"{kept or 'none yet'}; resume with --c (consider a lower learning rate)."
+        )
+        self.print_to_log_file(message)
+        raise NonFiniteLossError(message)
 
     def validation_step(self, batch: dict) -> dict:
         data, targets = self._to_device(batch)

@@ -23,6 +23,7 @@ from torch import nn
 
 from nnunet_sdm.distance import truncate
 from nnunet_sdm.losses import XUE_LAMBDA, XUE_STEEPNESS, ShapeAwareSDMLoss
+from nnunet_sdm.losses._checks import check_non_negative, check_positive
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
 from nnunet_sdm.training.loader_targets import SDMTargetTransform
@@ -49,7 +50,16 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
         )
 
     def check_settings(self) -> None:
+        checks = {
+            "heaviside_k": check_positive,
+            "sdm_weight": check_non_negative,
+            "dice_weight": check_non_negative,
+            "l1_weight": check_non_negative,
+            "product_weight": check_non_negative,
+        }
         try:
+            for name, check in checks.items():
+                check(name, getattr(self, name))
             self.build_scale_loss()
         except ValueError as e:
             raise ValueError(f"{type(self).__name__}: invalid setting: {e}") from None

@@ -1,0 +1,96 @@
+"""The base trainer in-process on the tiny planned dataset: SDM targets per scale, non-finite stop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnunet_sdm.network import unwrap
+from nnunet_sdm.training.base import NonFiniteLossError, UnsupportedSetupError
+
+
+@pytest.fixture
+def sdm_trainer(planned_synthetic, monkeypatch):
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    for key, value in planned_synthetic["env"].items():
+        monkeypatch.setenv(key, value)
+    trainer = get_trainer_from_args(
+        "990", "3d_fullres", 0, "nnUNetTrainerSDM", "nnUNetPlans_cpu_small", device=torch.device("cpu")
+    )
+    trainer.initialize()
+    return trainer
+
+
+def synthetic_batch(trainer) -> dict:
+    patch = trainer.configuration_manager.patch_size
+    labels = torch.zeros(trainer.batch_size, 1, *patch)
+    labels[:, :, 2:-2, 8:20, 8:20] = 1
+    labels[:, :, 4:6, 25:40, 30:32] = 2
+    targets = [labels]
+    for scale in trainer._get_deep_supervision_scales()[1:]:
+        shape = [round(p * s) for p, s in zip(patch, scale)]
+        targets.append(torch.nn.functional.interpolate(labels, shape, mode="nearest-exact"))
+    return {"data": torch.randn(trainer.batch_size, 1, *patch), "target": targets, "keys": ["a", "b"]}
+
+
+def test_scale_targets_heaviside_gives_back_each_scales_labels(sdm_trainer):
+    batch = synthetic_batch(sdm_trainer)
+    full_shape = batch["target"][0].shape[2:]
+    for target in batch["target"]:
+        scale = sdm_trainer.make_scale_target(target, full_shape)
+        assert scale.distance.shape == scale.onehot.shape
+        assert scale.distance.abs().max() <= 1.0
+        assert torch.equal((scale.distance < 0).float(), scale.onehot)
+
+
+def test_train_step_returns_finite_terms(sdm_trainer):
+    out = sdm_trainer.train_step(synthetic_batch(sdm_trainer))
+    assert set(out) == {"loss", "dice", "l1", "product"}
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in out.values())
+
+
+def test_non_finite_loss_stops_before_the_weights_change(sdm_trainer, monkeypatch):
+    before = {k: v.clone() for k, v in unwrap(sdm_trainer.network).state_dict().items()}
+
+    def nan_loss(output, target):
+        return {"loss": output.sdm.sum() * float("nan"), "l1": output.sdm.mean() * float("nan")}
+
+    monkeypatch.setattr(sdm_trainer, "scale_loss", nan_loss)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 0.*l1"):
+        sdm_trainer.train_step(synthetic_batch(sdm_trainer))
+    after = unwrap(sdm_trainer.network).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_region_datasets_stop_at_start_up(planned_synthetic, monkeypatch):
+    import json
+
+    from nnunet_sdm.training.xue import nnUNetTrainerSDM
+
+    for key, value in planned_synthetic["env"].items():
+        monkeypatch.setenv(key, value)
+    plans = json.loads((planned_synthetic["preprocessed"] / "nnUNetPlans_cpu_small.json").read_text())
+    dataset_json = json.loads((planned_synthetic["preprocessed"] / "dataset.json").read_text())
+    dataset_json["labels"] = {"background": 0, "whole": [1, 2], "vessel": 2}
+    dataset_json["regions_class_order"] = [1, 2]
+    plans["continue_training"] = False
+    with pytest.raises(UnsupportedSetupError, match="nnUNetTrainerSDM.*region-based"):
+        nnUNetTrainerSDM(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("setting", [{"heaviside_k": 0.0}, {"sdm_weight": -1.0}, {"truncation_mm": 0.0}])
+def test_nonsense_settings_stop_at_start_up(planned_synthetic, monkeypatch, setting):
+    import json
+
+    from nnunet_sdm.training.xue import nnUNetTrainerSDM_Truncated
+
+    for key, value in planned_synthetic["env"].items():
+        monkeypatch.setenv(key, value)
+    plans = json.loads((planned_synthetic["preprocessed"] / "nnUNetPlans_cpu_small.json").read_text())
+    dataset_json = json.loads((planned_synthetic["preprocessed"] / "dataset.json").read_text())
+    plans["continue_training"] = False
+    variant = type("nnUNetTrainerSDM_Bad", (nnUNetTrainerSDM_Truncated,), setting)
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=f"nnUNetTrainerSDM_Bad.*{name.split('_')[0]}"):
+        variant(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
