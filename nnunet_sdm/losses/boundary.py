@@ -46,17 +46,18 @@ def rebalance_alpha(epoch: int, start: float = 1.0, step: float = 0.01, floor: f
     return max(float(floor), float(start) - float(step) * epoch)
 
 
-def check_alpha_schedule(start: float, step: float, floor: float) -> None:
-    """Raise ValueError naming the setting if the schedule is not 0 <= floor <= start <= 1, step >= 0."""
+def check_alpha_schedule(start: float, step: float, floor: float, prefix: str = "alpha ") -> None:
+    """Raise ValueError naming the setting (``prefix`` + start/step/floor) unless 0 <= floor <= start <= 1,
+    start > 0 and step >= 0."""
     for name, value in (("start", start), ("step", step), ("floor", floor)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"alpha {name} must be a finite number, got {value!r}")
+            raise ValueError(f"{prefix}{name} must be a finite number, got {value!r}")
     if not 0 < start <= 1:
-        raise ValueError(f"alpha start must be in (0, 1], got {start!r}")
+        raise ValueError(f"{prefix}start must be in (0, 1], got {start!r}")
     if step < 0:
-        raise ValueError(f"alpha step must be >= 0, got {step!r}")
+        raise ValueError(f"{prefix}step must be >= 0, got {step!r}")
     if not 0 <= floor <= start:
-        raise ValueError(f"alpha floor must be in [0, start={start}], got {floor!r}")
+        raise ValueError(f"{prefix}floor must be in [0, {prefix}start = {start}], got {floor!r}")
 
 
 class BoundaryLoss(nn.Module):

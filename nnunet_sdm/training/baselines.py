@@ -105,12 +105,13 @@ class nnUNetTrainerBoundary(nnUNetTrainerDistanceBase):
     def check_settings(self) -> None:
         try:
             check_alpha_schedule(
-                self.boundary_alpha_start, self.boundary_alpha_step, self.boundary_alpha_floor
+                self.boundary_alpha_start,
+                self.boundary_alpha_step,
+                self.boundary_alpha_floor,
+                "boundary_alpha_",
             )
         except ValueError as e:
-            raise ValueError(
-                f"{type(self).__name__}: invalid boundary_alpha_start/step/floor setting: {e}"
-            ) from None
+            raise ValueError(f"{type(self).__name__}: {e}") from None
 
     @property
     def boundary_alpha(self) -> float:

@@ -78,8 +78,11 @@ def test_predict_gives_label_maps_with_the_images_geometry(trained_sdm, tmp_path
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
 
 
-def test_checkpoint_loads_strictly_in_the_stock_predictor(trained_sdm):
+def test_checkpoint_loads_strictly_in_the_stock_predictor(trained_sdm, monkeypatch):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    for key, value in trained_sdm["env"].items():
+        monkeypatch.setenv(key, value)
 
     predictor = nnUNetPredictor(device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(trained_sdm["model"]), (0,), "checkpoint_final.pth")
@@ -127,30 +130,26 @@ def test_find_best_configuration_and_export(trained_sdm, tmp_path):
     assert archive.stat().st_size > 0
 
 
-def test_pretrained_weights_from_a_stock_checkpoint_start_an_sdm_training(planned_synthetic, tmp_path):
+def test_pretrained_weights_from_a_stock_checkpoint_start_an_sdm_training(
+    planned_synthetic, tmp_path, monkeypatch
+):
     """-pretrained_weights with a stock nnUNetTrainer checkpoint: all but the 1x1 output layers transfer."""
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
     from nnunetv2.run.run_training import get_trainer_from_args
 
     env = {**planned_synthetic["env"], **BUDGET}
-    import os
-
-    old = dict(os.environ)
-    os.environ.update(env)
-    try:
-        stock = get_trainer_from_args("990", "3d_fullres", 3, "nnUNetTrainer", device=torch.device("cpu"))
-        stock.initialize()
-        stock_checkpoint = tmp_path / "stock.pth"
-        torch.save({"network_weights": stock.network.state_dict()}, stock_checkpoint)
-        sdm = get_trainer_from_args("990", "3d_fullres", 4, "nnUNetTrainerSDM", device=torch.device("cpu"))
-        sdm.initialize()
-        load_pretrained_weights(sdm.network, str(stock_checkpoint))
-        transferred = {k: v for k, v in stock.network.state_dict().items() if ".seg_layers." not in k}
-        for key, value in transferred.items():
-            assert torch.equal(sdm.network.state_dict()[key], value), key
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    stock = get_trainer_from_args("990", "3d_fullres", 3, "nnUNetTrainer", device=torch.device("cpu"))
+    stock.initialize()
+    stock_checkpoint = tmp_path / "stock.pth"
+    torch.save({"network_weights": stock.network.state_dict()}, stock_checkpoint)
+    sdm = get_trainer_from_args("990", "3d_fullres", 4, "nnUNetTrainerSDM", device=torch.device("cpu"))
+    sdm.initialize()
+    load_pretrained_weights(sdm.network, str(stock_checkpoint))
+    transferred = {k: v for k, v in stock.network.state_dict().items() if ".seg_layers." not in k}
+    for key, value in transferred.items():
+        assert torch.equal(sdm.network.state_dict()[key], value), key
     # and the real command accepts it
     run(
         [
