@@ -77,6 +77,13 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or inf; training stopped before the weights were updated."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from (truncated, foreign, or of another trainer)."""
+
+
+CHECKPOINT_EXTRAS_KEY = "nnunet_sdm"
+
+
 @dataclass
 class ScaleTarget:
     """Targets of one deep-supervision scale, all on the training device."""
@@ -84,7 +91,7 @@ class ScaleTarget:
     labels: torch.Tensor  # (B, *spatial) int64 label map
     onehot: torch.Tensor  # (B, K, *spatial) float, one channel per foreground label
     spacing: tuple[float, ...]  # mm per voxel at this scale
-    distance: torch.Tensor | None = None  # (B, K, *spatial) the method's distance target, if it uses one
+    distance: torch.Tensor | None = None  # (B, K or 1, *spatial) the method's distance target, if any
 
 
 class nnUNetTrainerDistanceBase(nnUNetTrainer):
@@ -108,6 +115,8 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._check_dataset_supported()
         self.check_settings()
+        #: {"train": {term: mean over the last epoch (all DDP ranks)}, "val": {...}}
+        self.epoch_term_means: dict[str, dict[str, float]] = {}
         self._apply_budget_from_environment()
 
     # ---- start-up checks -------------------------------------------------------------------
@@ -208,7 +217,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         return normalise_xue(sdm_mm, spatial_dims=spatial_dims)
 
     def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
-        """The method's distance map of one scale's labels (B, *spatial) -> (B, K, *spatial).
+        """The method's distance map of one scale's labels (B, *spatial) -> (B, K or 1, *spatial).
 
         Default: the exact SDM in mm per foreground class, normalised by ``normalise_sdm``.
         """
@@ -319,6 +328,59 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         result.update(tp_hard=tp.cpu().numpy(), fp_hard=fp.cpu().numpy(), fn_hard=fn.cpu().numpy())
         return result
 
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def checkpoint_extras(self) -> dict:
+        """Trainer state beyond nnU-Net's (e.g. a frozen auxiliary network), stored in every checkpoint."""
+        return {}
+
+    def load_checkpoint_extras(self, extras: dict) -> None:
+        """Restore what :meth:`checkpoint_extras` stored (called when resuming with ``--c``)."""
+
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net's checkpoint, with this project's extras under one more key
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = {
+            "network_weights": unwrap(self.network).state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            CHECKPOINT_EXTRAS_KEY: self.checkpoint_extras(),
+        }
+        torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not isinstance(filename_or_checkpoint, str):
+            raise TypeError(f"{type(self).__name__}.load_checkpoint takes a file name")
+        filename = filename_or_checkpoint
+        try:
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated file, not a torch file, ...
+            raise CheckpointError(
+                f"{filename}: cannot be read as a checkpoint ({type(e).__name__}: {e}); it may be truncated "
+                f"(a run killed while saving). Delete it to resume from another checkpoint or start anew."
+            ) from None
+        expected = {"network_weights", "optimizer_state", "current_epoch", "trainer_name"}
+        if not isinstance(checkpoint, dict) or not expected <= set(checkpoint):
+            raise CheckpointError(
+                f"{filename}: not an nnU-Net training checkpoint (needs keys {sorted(expected)})"
+            )
+        if checkpoint["trainer_name"] != type(self).__name__:
+            raise CheckpointError(
+                f"{filename}: written by trainer {checkpoint['trainer_name']}, not {type(self).__name__}; "
+                f"use -pretrained_weights to start a {type(self).__name__} training from it"
+            )
+        super().load_checkpoint(filename)
+        self.load_checkpoint_extras(checkpoint.get(CHECKPOINT_EXTRAS_KEY, {}))
+
     # ---- logging of the loss terms ---------------------------------------------------------------
     @property
     def _loss_terms_file(self) -> str:
@@ -343,6 +405,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
                 dist.all_gather_object(gathered, value)
                 value = float(np.mean(gathered))
             means[name] = value
+        self.epoch_term_means[phase] = means
         if not means:
             return
         self.print_to_log_file(

@@ -10,8 +10,9 @@
   mean of the two loss terms" over the previous training epoch: lambda_e = mean(1 + L_DiceCE) / mean(L_HD)
   (1 + nnU-Net's Dice + CE = CE + (1 - soft Dice) >= 0, nnU-Net's Dice term being -Dice), so both terms
   contribute alike while the Dice + CE keeps the scale nnU-Net's learning rate is tuned for. Before a
-  previous epoch exists (the first epoch, or after resuming) the ratio of the current batch's values is
-  used. Set ``hd_lambda`` to a number for a fixed lambda.
+  previous epoch exists (the first epoch) the ratio of the current batch's values is used; the epoch's
+  lambda is kept in the checkpoints, so ``--c`` resumes with it. Set ``hd_lambda`` to a number for a
+  fixed lambda.
 
 Both predict from the segmentation head (argmax of the logits), as stock nnU-Net.
 """
@@ -20,13 +21,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import softmax_helper_dim1
-from torch import distributed as dist
 from torch import nn
 
 from nnunet_sdm.distance import signed_distance
@@ -197,12 +195,8 @@ class nnUNetTrainerHD(nnUNetTrainerDistanceBase):
         super().on_train_epoch_end(train_outputs)
         if self.hd_lambda is not None:
             return
-        collated = collate_outputs(train_outputs)
-        means = [float(np.mean(collated["dice_ce"])), float(np.mean(collated["hd"]))]
-        if self.is_ddp:
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, means)
-            means = [float(np.mean([g[i] for g in gathered])) for i in range(2)]
+        epoch = self.epoch_term_means["train"]  # over all DDP ranks, from the base
+        means = [epoch["dice_ce"], epoch["hd"]]
         ratio = self.karimi_lambda(*means)
         if ratio is not None:
             self._hd_lambda_from_epoch = ratio
@@ -210,3 +204,10 @@ class nnUNetTrainerHD(nnUNetTrainerDistanceBase):
             f"HD loss: lambda for the next epoch {self._hd_lambda_from_epoch} "
             f"(epoch means: dice_ce {means[0]:.4f}, hd {means[1]:.4f})"
         )
+
+    def checkpoint_extras(self) -> dict:
+        return {**super().checkpoint_extras(), "hd_lambda_from_epoch": self._hd_lambda_from_epoch}
+
+    def load_checkpoint_extras(self, extras: dict) -> None:
+        super().load_checkpoint_extras(extras)
+        self._hd_lambda_from_epoch = extras.get("hd_lambda_from_epoch")

@@ -94,3 +94,34 @@ def test_nonsense_settings_stop_at_start_up(planned_synthetic, monkeypatch, sett
     name = next(iter(setting))
     with pytest.raises(ValueError, match=f"nnUNetTrainerSDM_Bad.*{name.split('_')[0]}"):
         variant(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+
+
+def test_checkpoint_round_trip_keeps_extras(sdm_trainer, tmp_path, monkeypatch):
+    monkeypatch.setattr(sdm_trainer, "checkpoint_extras", lambda: {"answer": 42})
+    seen = {}
+    monkeypatch.setattr(sdm_trainer, "load_checkpoint_extras", lambda extras: seen.update(extras))
+    path = str(tmp_path / "checkpoint.pth")
+    sdm_trainer.save_checkpoint(path)
+    sdm_trainer.load_checkpoint(path)
+    assert seen == {"answer": 42}
+
+
+def test_truncated_foreign_and_other_trainers_checkpoints_are_named(sdm_trainer, tmp_path):
+    from nnunet_sdm.training.base import CheckpointError
+
+    good = tmp_path / "good.pth"
+    sdm_trainer.save_checkpoint(str(good))
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pth: cannot be read.*truncated"):
+        sdm_trainer.load_checkpoint(str(truncated))
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pth: not an nnU-Net training checkpoint"):
+        sdm_trainer.load_checkpoint(str(foreign))
+    other = tmp_path / "other.pth"
+    checkpoint = torch.load(good, weights_only=False)
+    checkpoint["trainer_name"] = "nnUNetTrainer"
+    torch.save(checkpoint, other)
+    with pytest.raises(CheckpointError, match="written by trainer nnUNetTrainer, not nnUNetTrainerSDM"):
+        sdm_trainer.load_checkpoint(str(other))
