@@ -24,7 +24,7 @@ DEMO_DATASET_ID = 990
 DEMO_PLANS = "nnUNetPlans_cpu_small"
 DEMO_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerSDM")
 # CPU-sized: both trainings plus prediction fit in about ten minutes on 2 cores.
-CPU_BUDGET = Budget(epochs=4, iterations_per_epoch=25, val_iterations_per_epoch=4)
+CPU_BUDGET = Budget(epochs=5, iterations_per_epoch=40, val_iterations_per_epoch=4)
 GPU_BUDGET = Budget(epochs=50, iterations_per_epoch=100, val_iterations_per_epoch=10)
 
 

@@ -4,8 +4,8 @@ Each case is a 3D volume (numpy axis 0 = z, the coarse slice axis) that contains
 
 * ``organ`` (label 1): a blob -- an in-plane rotated ellipsoid whose implicit function carries a smooth,
   low-frequency random deformation; its position, size and orientation vary per case;
-* ``vessel`` (label 2): a thin curved tube that runs through every slice (radius 0.8-1.1 mm, i.e. about
-  2-3 voxels across at 0.8 mm in-plane spacing), next to or through the organ; where the two overlap
+* ``vessel`` (label 2): a thin curved tube that runs through every slice (radius 1.3-1.7 mm, i.e. about
+  3-4 voxels across at 0.8 mm in-plane spacing), next to or through the organ; where the two overlap
   the vessel wins.
 
 The image is a piecewise-constant class image (background 100, organ 180, vessel 360), blurred a
@@ -112,7 +112,7 @@ def _vessel_mask(
     centre_x = base[1] + amplitude[1] * np.sin(2 * np.pi * z / period[1] + phase[1])
     centre_y = np.clip(centre_y, 3.0, extent[1] - 3.0)[:, None, None]
     centre_x = np.clip(centre_x, 3.0, extent[2] - 3.0)[:, None, None]
-    radius = rng.uniform(0.8, 1.1)
+    radius = rng.uniform(1.3, 1.7)
     return (coords[1] - centre_y) ** 2 + (coords[2] - centre_x) ** 2 <= radius**2
 
 
