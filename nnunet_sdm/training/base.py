@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -194,7 +195,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         """Loss terms of one deep-supervision scale; must contain ``loss``."""
         raise NotImplementedError
 
-    @property
+    @cached_property
     def deep_supervision_weights(self) -> list[float]:
         if not self.enable_deep_supervision:
             return [1.0]
