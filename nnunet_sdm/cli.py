@@ -59,14 +59,26 @@ def _cmd_plans_apply(args: argparse.Namespace) -> int:
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    from nnunet_sdm.plans import bundled_override, write_plans
+    from nnunet_sdm.plans import PlansOverrideError, bundled_override, needs_preprocessing, write_plans
 
-    override = Path(args.override)
-    if not override.is_file():
-        override = bundled_override(args.override)
-    folder = Path(str(nnUNet_preprocessed)) / maybe_convert_to_dataset_name(args.dataset)
-    target = write_plans(folder, override, args.name, args.configuration)
-    print(f"wrote {target}; use -p {args.name}")
+    try:
+        override = Path(args.override)
+        if not override.is_file():
+            if args.override.endswith(".json") or "/" in args.override:
+                raise FileNotFoundError(f"{override}: no such override file")
+            override = bundled_override(args.override)
+        folder = Path(str(nnUNet_preprocessed)) / maybe_convert_to_dataset_name(args.dataset)
+        target = write_plans(folder, override, args.name, args.configuration, args.source_plans)
+    except (PlansOverrideError, FileNotFoundError) as error:
+        print(f"nnunet-sdm plans apply: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {target}")
+    c, d = args.configuration, args.dataset
+    if needs_preprocessing(folder, args.name, c):
+        print(f"no preprocessed data yet: run nnUNetv2_preprocess -d {d} -c {c} -plans_name {args.name}")
+    else:
+        print("preprocessed data found: no preprocessing needed")
+    print(f"train: nnUNetv2_train {d} {c} FOLD -tr TRAINER -p {args.name}")
     return 0
 
 
@@ -80,6 +92,83 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.o or Path(args.pred_dir) / "summary_surface.json")
     write_summary(summary, out, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from nnunet_sdm.evaluation import labels_from_dataset_json
+    from nnunet_sdm.evaluation.compare import compare_folders, write_comparison
+
+    labels = args.labels or labels_from_dataset_json(args.dataset_json, args.gt)
+    comparison = compare_folders(
+        args.pred_dirs,
+        args.gt,
+        labels,
+        tolerances=tuple(args.tolerance),
+        names=args.names,
+        num_workers=args.np,
+        dataset_json=args.dataset_json,
+    )
+    md, png = write_comparison(comparison, args.o)
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from nnunet_sdm.inference.predict import SDMExportError, run_predict
+
+    try:
+        return run_predict(args)
+    except SDMExportError as error:
+        print(f"nnunet-sdm predict: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _cmd_plot_sdm(args: argparse.Namespace) -> int:
+    from nnunet_sdm.plots import plot_sdm_files
+
+    out, index = plot_sdm_files(
+        args.image,
+        args.label,
+        args.sdm,
+        args.o,
+        slice_index=args.slice,
+        label=args.cls,
+        axis=args.axis,
+        levels=args.levels,
+    )
+    print(f"wrote {out} (slice {index} along axis {args.axis})")
+    return 0
+
+
+def _cmd_flare_package(args: argparse.Namespace) -> int:
+    from nnunet_sdm.inference.flare import SubmissionError, package_submission
+
+    try:
+        out = package_submission(
+            args.d, args.c, args.tr, args.p, args.f, args.o, checkpoint=args.chk, base_image=args.base_image
+        )
+    except SubmissionError as error:
+        print(f"nnunet-sdm flare package: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: sh {out / 'predict.sh'} INPUT OUTPUT (see {out / 'README.md'})")
+    return 0
+
+
+def _cmd_flare_run(args: argparse.Namespace) -> int:
+    from nnunet_sdm.inference.flare import SubmissionError, run_submission, summarise
+
+    try:
+        csv_path, rows = run_submission(
+            args.submission, args.input, args.output, args.gt, args.csv, args.device, args.tolerance
+        )
+    except SubmissionError as error:
+        print(f"nnunet-sdm flare run: error: {error}", file=sys.stderr)
+        return 2
+    for key, value in summarise(rows).items():
+        print(f"mean {key}: {value:.4g}")
+    print(f"wrote {csv_path} ({len(rows)} cases)")
     return 0
 
 
@@ -124,9 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = plans.add_parser("apply", help="write a new plans file from an override JSON")
     p.add_argument("dataset")
-    p.add_argument("override", help="override JSON file, or the name of a bundled one (cpu_small, ...)")
+    p.add_argument(
+        "override", help="override JSON file, or a bundled one: cpu_small, xue2020_deep_unet, flare21"
+    )
     p.add_argument("--name", required=True, help="the new plans identifier (for -p / -plans_name)")
     p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument(
+        "--source-plans",
+        default="nnUNetPlans",
+        help="plans to start from (default nnUNetPlans; a derived plans identifier composes overrides)",
+    )
     p.set_defaults(func=_cmd_plans_apply)
 
     p = sub.add_parser("evaluate", help="Dice, HD95, ASSD and NSD per case and class")
@@ -138,6 +234,120 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-json", default=None)
     p.add_argument("-np", type=int, default=2)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="compare prediction folders: markdown table + violin plots")
+    p.add_argument(
+        "pred_dirs", nargs="+", help="prediction folders (their summary_surface.json is reused if it matches)"
+    )
+    p.add_argument("--gt", required=True, help="reference label folder")
+    p.add_argument("-o", default="comparison", help="output prefix: writes <o>.md and <o>.png")
+    p.add_argument("--labels", type=int, nargs="+", default=None, help="default: from dataset.json")
+    p.add_argument("--names", nargs="+", default=None, help="method names (default: the folder names)")
+    p.add_argument("--tolerance", type=float, nargs="+", default=[1.0, 2.0], help="NSD tolerances in mm")
+    p.add_argument("--dataset-json", default=None)
+    p.add_argument("-np", type=int, default=2)
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "predict",
+        help="nnUNetv2_predict (same arguments), optionally also writing the predicted SDMs",
+        description="nnUNetv2_predict with nnU-Net's own predictor: the same arguments and the same label maps. "
+        "--save-sdm also writes <o>/sdm/<case>_sdm<file ending>: one float32 image per case whose last "
+        "dimension holds the predicted SDM of each foreground class (in label order; see <o>/sdm/sdm.json), "
+        "sliding-window, Gaussian-weighted, mirrored and resampled to the image geometry like the "
+        "probabilities. Unit: NORMALISED signed distance in [-1, 1] (the tanh head, trained on SDMs normalised "
+        "per patch and class), negative inside, 0 on the boundary -- not mm: the per-patch normalisation "
+        "makes an exact conversion to mm impossible.",
+    )
+    from os import environ
+
+    npp, nps = (int(environ.get(k, 3)) for k in ("nnUNet_npp", "nnUNet_nps"))
+    p.add_argument("-i", required=True, help="input folder (files <case>_0000<file ending>, ...)")
+    p.add_argument("-o", required=True, help="output folder")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument(
+        "-tr", default="nnUNetTrainer", help="trainer (default nnUNetTrainer, as nnUNetv2_predict)"
+    )
+    p.add_argument("-c", required=True, help="configuration")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default 0 1 2 3 4)")
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (fraction of the patch)")
+    p.add_argument("--disable_tta", action="store_true", help="no mirroring")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument(
+        "--save_probabilities", action="store_true", help="also write <case>.npz/.pkl probabilities"
+    )
+    p.add_argument("--continue_prediction", action="store_true", help="skip cases already predicted")
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("-npp", type=int, default=npp, help="preprocessing processes (nnUNet_npp, default 3)")
+    p.add_argument("-nps", type=int, default=nps, help="export processes (nnUNet_nps, default 3)")
+    p.add_argument("-prev_stage_predictions", default=None)
+    p.add_argument("-num_parts", type=int, default=1)
+    p.add_argument("-part_id", type=int, default=0)
+    p.add_argument("-device", default="cuda", help="cuda, cpu or mps")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    p.add_argument("--not_on_device", action="store_true")
+    p.add_argument(
+        "--save-sdm",
+        "--save_sdm",
+        dest="save_sdm",
+        action="store_true",
+        help="also write the predicted normalised SDMs (needs a trainer with an SDM head)",
+    )
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("plot-sdm", help="a slice with the reference contour and the predicted SDM level sets")
+    p.add_argument("image", help="the image (e.g. imagesTs/<case>_0000.nii.gz)")
+    p.add_argument("label", help="its reference label map")
+    p.add_argument("sdm", help="the predicted SDM (<pred>/sdm/<case>_sdm.nii.gz from predict --save-sdm)")
+    p.add_argument("-o", required=True, help="output PNG")
+    p.add_argument("--slice", type=int, default=None, help="slice index (default: largest area of the class)")
+    p.add_argument("--class", dest="cls", type=int, default=None, help="label value (default: the first)")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="numpy axis to slice (0: axial)")
+    p.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.1, 0.2, 0.3],
+        help="SDM levels to draw (default 0 0.1 0.2 0.3: red, orange, yellow, green)",
+    )
+    p.set_defaults(func=_cmd_plot_sdm)
+    flare = sub.add_parser("flare", help="FLARE submissions: package a model, run and time it")
+    flare = flare.add_subparsers(dest="flare_command", required=True)
+    p = flare.add_parser(
+        "package",
+        help="a submission folder: the model, predict.sh, Dockerfile, README",
+        description="Writes OUT/ with nnU-Net's model folder (only the given folds' checkpoint), predict.sh "
+        "(sh predict.sh IN OUT: <case>_0000.nii.gz -> <case>.nii.gz with nnUNetv2_predict_from_modelfolder; "
+        "sets nnUNet_extTrainer itself; no network), a Dockerfile installing nnU-Net and this package "
+        "(copied to OUT/nnunet_sdm_src), submission.json and a README.",
+    )
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-tr", required=True, help="trainer")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default 0 1 2 3 4)")
+    p.add_argument("-o", required=True, help="output folder (new or empty)")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    p.add_argument("--base-image", default=None, help="Docker base image (default: see the Dockerfile)")
+    p.set_defaults(func=_cmd_flare_package)
+    p = flare.add_parser(
+        "run",
+        help="run predict.sh case by case: CSV of seconds, peak memory, DSC/NSD",
+        description="Runs SUBMISSION/predict.sh once per case (a temporary input folder per case) and writes "
+        "a CSV (default OUT/flare_run.csv): seconds per case including start-up and model loading; "
+        "peak_rss_mb, the peak RSS of the largest process predict.sh started (getrusage RUSAGE_CHILDREN in a "
+        "fresh wrapper per case); peak_gpu_mb, torch.cuda.max_memory_allocated() of the processes that used "
+        "CUDA (empty on CPU); with --gt, DSC_<label> and NSD_<label> (tolerance --tolerance mm).",
+    )
+    p.add_argument("submission", help="folder made by `nnunet-sdm flare package`")
+    p.add_argument("input", help="input folder with <case>_0000.nii.gz files")
+    p.add_argument("output", help="output folder for <case>.nii.gz")
+    p.add_argument("--gt", default=None, help="reference label folder (<case>.nii.gz) for DSC and NSD")
+    p.add_argument("--csv", default=None, help="CSV path (default OUTPUT/flare_run.csv; log beside it)")
+    p.add_argument("--device", default=None, help="predict.sh's DEVICE (default: cuda if available)")
+    p.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm (FLARE21: 1)")
+    p.set_defaults(func=_cmd_flare_run)
     return parser
 
 
