@@ -104,6 +104,8 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     has_sdm_head: bool = True
     #: the loss needs a distance target (``distance_target``) at every scale
     uses_distance_targets: bool = True
+    #: trainer attributes that environment variables may set (budgets for smoke tests and CPU runs)
+    budget_environment: dict[str, str] = BUDGET_ENV
 
     def __init__(
         self,
@@ -144,7 +146,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         """Validate the trainer's class-attribute settings; subclasses raise ValueError naming the setting."""
 
     def _apply_budget_from_environment(self) -> None:
-        for attribute, variable in BUDGET_ENV.items():
+        for attribute, variable in self.budget_environment.items():
             value = os.environ.get(variable)
             if value is None:
                 continue
@@ -224,14 +226,19 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         """
         return self.normalise_sdm(signed_distance(labels, spacing, self.foreground_labels), len(spacing))
 
+    def needs_distance_target(self, full_resolution: bool) -> bool:
+        """Whether a scale's loss uses ``distance_target`` (all scales by default)."""
+        return self.uses_distance_targets
+
     def make_scale_target(self, target: torch.Tensor, full_shape) -> ScaleTarget:
         labels = target[:, 0].long()
         spacing = self.scale_spacing(full_shape, labels.shape[1:])
         onehot = torch.stack([labels == c for c in self.foreground_labels], dim=1).float()
+        distance = None
         if target.shape[1] > 1:  # made in the data-loader workers (SDMTargetTransform)
             distance = target[:, 1:].float()
-        else:
-            distance = self.distance_target(labels, spacing) if self.uses_distance_targets else None
+        elif self.needs_distance_target(tuple(labels.shape[1:]) == tuple(full_shape)):
+            distance = self.distance_target(labels, spacing)
         return ScaleTarget(labels=labels, onehot=onehot, spacing=spacing, distance=distance)
 
     # ---- steps -------------------------------------------------------------------------------
@@ -334,8 +341,8 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         """Trainer state beyond nnU-Net's (e.g. a frozen auxiliary network), stored in every checkpoint."""
         return {}
 
-    def load_checkpoint_extras(self, extras: dict) -> None:
-        """Restore what :meth:`checkpoint_extras` stored (called when resuming with ``--c``)."""
+    def load_checkpoint_extras(self, extras: dict, source: str) -> None:
+        """Restore what :meth:`checkpoint_extras` stored (resuming with ``--c``); ``source`` names the file."""
 
     def save_checkpoint(self, filename: str) -> None:
         # nnU-Net's checkpoint, with this project's extras under one more key
@@ -380,7 +387,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
                 f"use -pretrained_weights to start a {type(self).__name__} training from it"
             )
         super().load_checkpoint(filename)
-        self.load_checkpoint_extras(checkpoint.get(CHECKPOINT_EXTRAS_KEY, {}))
+        self.load_checkpoint_extras(checkpoint.get(CHECKPOINT_EXTRAS_KEY, {}), os.path.basename(filename))
 
     # ---- logging of the loss terms ---------------------------------------------------------------
     @property

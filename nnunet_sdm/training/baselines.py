@@ -208,6 +208,6 @@ class nnUNetTrainerHD(nnUNetTrainerDistanceBase):
     def checkpoint_extras(self) -> dict:
         return {**super().checkpoint_extras(), "hd_lambda_from_epoch": self._hd_lambda_from_epoch}
 
-    def load_checkpoint_extras(self, extras: dict) -> None:
-        super().load_checkpoint_extras(extras)
+    def load_checkpoint_extras(self, extras: dict, source: str) -> None:
+        super().load_checkpoint_extras(extras, source)
         self._hd_lambda_from_epoch = extras.get("hd_lambda_from_epoch")

@@ -99,11 +99,13 @@ def test_nonsense_settings_stop_at_start_up(planned_synthetic, monkeypatch, sett
 def test_checkpoint_round_trip_keeps_extras(sdm_trainer, tmp_path, monkeypatch):
     monkeypatch.setattr(sdm_trainer, "checkpoint_extras", lambda: {"answer": 42})
     seen = {}
-    monkeypatch.setattr(sdm_trainer, "load_checkpoint_extras", lambda extras: seen.update(extras))
+    monkeypatch.setattr(
+        sdm_trainer, "load_checkpoint_extras", lambda extras, source: seen.update(extras, source=source)
+    )
     path = str(tmp_path / "checkpoint.pth")
     sdm_trainer.save_checkpoint(path)
     sdm_trainer.load_checkpoint(path)
-    assert seen == {"answer": 42}
+    assert seen == {"answer": 42, "source": "checkpoint.pth"}
 
 
 def test_truncated_foreign_and_other_trainers_checkpoints_are_named(sdm_trainer, tmp_path):

@@ -1,0 +1,1 @@
+from nnunet_sdm.training.li import nnUNetTrainerLRNet  # noqa: F401

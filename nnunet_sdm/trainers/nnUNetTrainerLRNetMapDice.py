@@ -1,0 +1,1 @@
+from nnunet_sdm.training.li import nnUNetTrainerLRNetMapDice  # noqa: F401

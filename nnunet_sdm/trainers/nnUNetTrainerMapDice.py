@@ -1,0 +1,1 @@
+from nnunet_sdm.training.li import nnUNetTrainerMapDice  # noqa: F401
