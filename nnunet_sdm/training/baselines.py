@@ -22,65 +22,19 @@ from __future__ import annotations
 import math
 
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from nnunetv2.utilities.helpers import softmax_helper_dim1
 from torch import nn
 
 from nnunet_sdm.distance import signed_distance
 from nnunet_sdm.losses.boundary import BoundaryLoss, check_alpha_schedule, rebalance_alpha
 from nnunet_sdm.losses.hausdorff import KARIMI_ALPHA, HausdorffDTLoss, boundary_distance
 from nnunet_sdm.network import SDMOutput
-from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
-
-
-# ---- nnU-Net's own losses, configured as nnUNetTrainer._build_loss does for label datasets -------------
-def nnunet_dice_ce_loss(trainer: nnUNetTrainerDistanceBase) -> DC_and_CE_loss:
-    """nnU-Net's Dice + CE for label maps: target (B, 1, *spatial); value CE - soft Dice (foreground)."""
-    loss = DC_and_CE_loss(
-        {
-            "batch_dice": trainer.configuration_manager.batch_dice,
-            "smooth": 1e-5,
-            "do_bg": False,
-            "ddp": trainer.is_ddp,
-        },
-        {},
-        weight_ce=1,
-        weight_dice=1,
-        ignore_label=trainer.label_manager.ignore_label,
-        dice_class=MemoryEfficientSoftDiceLoss,
-    )
-    if trainer._do_i_compile():
-        loss.dc = torch.compile(loss.dc)
-    return loss
-
-
-def nnunet_soft_dice_loss(trainer: nnUNetTrainerDistanceBase) -> nn.Module:
-    """nnU-Net's soft Dice alone (the ``dc`` of ``nnunet_dice_ce_loss``): -mean foreground soft Dice."""
-    dice = MemoryEfficientSoftDiceLoss(
-        apply_nonlin=softmax_helper_dim1,
-        batch_dice=trainer.configuration_manager.batch_dice,
-        do_bg=False,
-        smooth=1e-5,
-        ddp=trainer.is_ddp,
-    )
-    return torch.compile(dice) if trainer._do_i_compile() else dice
-
-
-def check_number(trainer: object, name: str, minimum: float = 0.0, allow_none: bool = False) -> None:
-    """Raise ValueError naming the class attribute ``name`` unless it is a finite number >= minimum."""
-    value = getattr(trainer, name)
-    if value is None and allow_none:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < minimum
-    ):
-        raise ValueError(
-            f"{type(trainer).__name__}: {name} must be a finite number >= {minimum}, got {value!r}"
-        )
+from nnunet_sdm.training.base import (
+    ScaleTarget,
+    check_number,
+    nnunet_dice_ce_loss,
+    nnunet_soft_dice_loss,
+    nnUNetTrainerDistanceBase,
+)
 
 
 def _foreground_probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,12 @@ from torch import nn
 from nnunet_sdm.distance import caliva_penalty
 from nnunet_sdm.losses.distance_penalty import DistancePenalisedCrossEntropy
 from nnunet_sdm.network import SDMOutput
-from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
-from nnunet_sdm.training.baselines import check_number, nnunet_soft_dice_loss
+from nnunet_sdm.training.base import (
+    ScaleTarget,
+    check_number,
+    nnunet_soft_dice_loss,
+    nnUNetTrainerDistanceBase,
+)
 
 
 class nnUNetTrainerDistPenaltyCE(nnUNetTrainerDistanceBase):

@@ -20,8 +20,7 @@ from torch import nn
 
 from nnunet_sdm.losses.regression import L2SDMLoss
 from nnunet_sdm.network import SDMOutput
-from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
-from nnunet_sdm.training.baselines import check_number, nnunet_dice_ce_loss
+from nnunet_sdm.training.base import ScaleTarget, check_number, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
 
 
 class nnUNetTrainerSDMDualHead(nnUNetTrainerDistanceBase):
