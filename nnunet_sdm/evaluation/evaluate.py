@@ -15,9 +15,11 @@ those of :mod:`nnunet_sdm.evaluation.surface`. Distances are in mm, from the ref
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import multiprocessing
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -84,9 +86,23 @@ def _label_values(array: np.ndarray) -> np.ndarray:
     return np.unique(array)
 
 
+def _check_gzip_complete(path: Path) -> None:
+    """SimpleITK reads a truncated ``.nii.gz`` without an error (missing voxels come back as 0): check the stream."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(
+            f"{path}: truncated or corrupt gzip file ({type(e).__name__}: {e}); write it again"
+        ) from None
+
+
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.name.endswith(".gz"):
+        _check_gzip_complete(path)
     image = sitk.ReadImage(str(path))
     return sitk.GetArrayFromImage(image), tuple(float(s) for s in reversed(image.GetSpacing()))
 

@@ -28,11 +28,16 @@ triangulation of largest area (in voxel units), and a triangle's area vector ``n
 ``|(n0 s1 s2, n1 s0 s2, n2 s0 s1)|``. This reproduces DeepMind's ``lookup_tables`` areas to machine
 precision for any spacing (checked entry by entry during development).
 
-Distances come from ``edt``'s squared EDT (float32, relative error ~3e-8 after a float64 sqrt). Where a
-result hinges on single distances -- NSD (distances within 1e-5, relative, of the tolerance) and the
-HD percentile (distances within 1e-5 of the selected one) -- those are recomputed exactly in float64 as
-``sqrt(sum((dk_i * s_i)**2))``, the formula of SciPy's EDT that DeepMind uses, so ties such as
-``distance == tolerance`` are decided the same way and HD95 matches DeepMind to float64 rounding.
+Distances: a surfel corner that lies on both surfaces is at distance 0; every other surfel gets its
+nearest corner of the other surface from a k-d tree (``scipy.spatial.cKDTree`` over the corner
+points in mm) and its distance is then recomputed exactly in float64 as ``sqrt(sum((dk_i * s_i)**2))``
+from the integer corner offsets ``dk`` -- the formula of SciPy's EDT that DeepMind uses. Where a result
+hinges on single distances -- NSD (distances within 1e-5, relative, of the tolerance) and the HD
+percentile (distances within 1e-5 of the selected one) -- the distance is also taken as the minimum of
+that formula over the 8 nearest corners, so ties such as ``distance == tolerance`` are decided the same
+way and HD95 matches DeepMind to float64 rounding. (The tree costs O(S log S) in the number of surfels
+S, instead of a dense EDT's O(V) in the cropped volume; on organ-sized masks it is several times
+faster, see ``benchmarks/metrics_speed.py``.)
 
 Conventions for empty masks (the DeepMind functions themselves return inf/NaN there;
 ``compute_*`` below keep that behaviour, the metric functions apply these conventions):
@@ -49,7 +54,7 @@ distance possible inside the image, finite so that means over cases stay defined
 a missed or hallucinated structure is penalised (several challenges use this convention).
 
 Performance: both masks are cropped to the bounding box of their union before anything else, corner
-codes are built with eight shifted adds, and the EDT is ``edt``'s.
+codes are built with eight shifted adds, and shared surfels skip the tree query.
 """
 
 from __future__ import annotations
@@ -60,7 +65,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import edt
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -295,15 +299,38 @@ def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _distances_to(border: np.ndarray, at: np.ndarray, spacing: np.ndarray, threads: int) -> np.ndarray:
-    """Distance (mm, float64) from the corners ``at`` to the nearest corner of ``border`` (squared EDT)."""
-    squared = edt.edtsq(
-        np.ascontiguousarray(~border),
-        anisotropy=tuple(float(s) for s in spacing),
-        black_border=False,
-        parallel=threads,
-    )
-    return np.sqrt(squared[at].astype(np.float64))
+def _kdtree(points: np.ndarray, spacing: np.ndarray) -> cKDTree:
+    """k-d tree over corner points in mm (sliding-midpoint build: about 2x faster to build, same queries)."""
+    return cKDTree(points * spacing, leafsize=32, balanced_tree=False, compact_nodes=False)
+
+
+def _exact_distance(delta: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """``sqrt(sum((dk_i * s_i)**2))`` in float64 for integer corner offsets ``delta`` (..., ndim)."""
+    scaled = delta.astype(np.float64) * spacing
+    squared = scaled[..., 0] * scaled[..., 0]
+    for axis in range(1, scaled.shape[-1]):
+        squared = squared + scaled[..., axis] * scaled[..., axis]
+    return np.sqrt(squared)
+
+
+def _distances_to(
+    points_from: np.ndarray,
+    on_other: np.ndarray,
+    points_to: np.ndarray,
+    tree: cKDTree,
+    spacing: np.ndarray,
+    threads: int,
+) -> np.ndarray:
+    """Distance (mm, float64) from each of ``points_from`` to the nearest of ``points_to`` (in ``tree``).
+
+    ``on_other[i]`` says that ``points_from[i]`` is itself one of ``points_to`` (distance 0, no query).
+    """
+    distances = np.zeros(points_from.shape[0])
+    todo = np.flatnonzero(~on_other)
+    if todo.size:
+        _, nearest = tree.query(points_from[todo] * spacing, k=1, workers=threads)
+        distances[todo] = _exact_distance(points_to[nearest] - points_from[todo], spacing)
+    return distances
 
 
 def _empty(ndim: int, spacing: np.ndarray) -> SurfaceDistances:
@@ -318,8 +345,8 @@ def compute_surface_distances(
 ) -> SurfaceDistances:
     """DeepMind's ``compute_surface_distances`` for 2D or 3D boolean masks (see the module docstring).
 
-    ``spacing`` is in numpy axis order, in mm; ``threads`` is passed to ``edt``. The result is not sorted
-    (sorting happens where needed).
+    ``spacing`` is in numpy axis order, in mm; ``threads`` is passed to the k-d tree queries
+    (``workers``). The result is not sorted (sorting happens where needed).
     """
     gt, pred = _check_masks(mask_gt, mask_pred)
     s = _check_spacing(spacing, gt.ndim)
@@ -331,23 +358,32 @@ def compute_surface_distances(
     codes_gt, codes_pred = _neighbour_codes(gt[box]), _neighbour_codes(pred[box])
     border_gt = (codes_gt != 0) & (codes_gt != full)
     border_pred = (codes_pred != 0) & (codes_pred != full)
-
-    if border_pred.any():
-        distances_gt_to_pred = _distances_to(border_pred, border_gt, s, threads)
+    points_gt, points_pred = np.argwhere(border_gt), np.argwhere(border_pred)
+    trees = {}
+    if points_pred.shape[0]:
+        # keyed by the source surface, as ``_exact_near`` uses them: "gt" -> tree over the pred points
+        trees["gt"] = _kdtree(points_pred, s)
+        distances_gt_to_pred = _distances_to(
+            points_gt, border_pred[border_gt], points_pred, trees["gt"], s, threads
+        )
     else:
-        distances_gt_to_pred = np.full(int(border_gt.sum()), np.inf)
-    if border_gt.any():
-        distances_pred_to_gt = _distances_to(border_gt, border_pred, s, threads)
+        distances_gt_to_pred = np.full(points_gt.shape[0], np.inf)
+    if points_gt.shape[0]:
+        trees["pred"] = _kdtree(points_gt, s)
+        distances_pred_to_gt = _distances_to(
+            points_pred, border_gt[border_pred], points_gt, trees["pred"], s, threads
+        )
     else:
-        distances_pred_to_gt = np.full(int(border_pred.sum()), np.inf)
+        distances_pred_to_gt = np.full(points_pred.shape[0], np.inf)
     return SurfaceDistances(
         distances_gt_to_pred=distances_gt_to_pred,
         distances_pred_to_gt=distances_pred_to_gt,
         surfel_areas_gt=table[codes_gt[border_gt]],
         surfel_areas_pred=table[codes_pred[border_pred]],
-        points_gt=np.argwhere(border_gt),
-        points_pred=np.argwhere(border_pred),
+        points_gt=points_gt,
+        points_pred=points_pred,
         spacing=tuple(float(v) for v in s),
+        _trees=trees,
     )
 
 
@@ -419,16 +455,13 @@ def _exact_near(sd: SurfaceDistances, source: str, distances: np.ndarray, value:
         return distances
     tree = sd._trees.get(source)
     if tree is None:
-        tree = sd._trees[source] = cKDTree(points_to * spacing)
+        tree = sd._trees[source] = _kdtree(points_to, spacing)
     k = min(8, points_to.shape[0])
     _, neighbours = tree.query(points_from[near] * spacing, k=k)
     neighbours = neighbours.reshape(near.size, k)
-    delta = (points_to[neighbours] - points_from[near][:, None, :]).astype(np.float64) * spacing
-    squared = delta[..., 0] * delta[..., 0]
-    for axis in range(1, delta.shape[-1]):
-        squared = squared + delta[..., axis] * delta[..., axis]
+    exact = _exact_distance(points_to[neighbours] - points_from[near][:, None, :], spacing)
     refined = distances.copy()
-    refined[near] = np.sqrt(squared).min(axis=1)
+    refined[near] = exact.min(axis=1)
     return refined
 
 
@@ -491,12 +524,13 @@ def surface_metrics(
 
     ``empty_distance`` is the HD95/ASSD value when exactly one mask is empty (default: the image
     diagonal in mm of these masks); see the module docstring for all conventions. ``threads`` is passed
-    to ``edt``.
+    to the k-d tree queries.
     """
     gt, pred = _check_masks(mask_gt, mask_pred)
     s = _check_spacing(spacing, gt.ndim)
     n_gt, n_pred = int(np.count_nonzero(gt)), int(np.count_nonzero(pred))
-    result = {"Dice": dice(gt, pred)}
+    # the Dice of ``dice``, without counting the masks twice
+    result = {"Dice": 2.0 * int(np.count_nonzero(gt & pred)) / (n_gt + n_pred) if n_gt + n_pred else 1.0}
     if n_gt == 0 and n_pred == 0:
         result.update(HD95=0.0, ASSD=0.0)
         result.update({nsd_key(t): 1.0 for t in tolerances})

@@ -1,0 +1,573 @@
+"""Prediction with nnU-Net's own predictor that can also write the predicted signed distance maps.
+
+:class:`SDMPredictor` is ``nnUNetPredictor``; without ``save_sdm`` it behaves exactly like it. With
+``save_sdm=True`` (``nnunet-sdm predict --save-sdm``):
+
+- one sliding-window pass per fold produces the segmentation logits AND the SDM channels: during the
+  pass the network is wrapped so that its output is ``[logits, 64 sdm_1 .. 64 sdm_K]`` (one channel
+  per foreground class), and nnU-Net's accumulation buffer is widened by K channels. Gaussian
+  weighting, mirroring (test-time augmentation), fold averaging and padding removal therefore apply to
+  the SDM channels exactly as to the logits; every channel is accumulated independently, so the logit
+  channels -- and the label maps -- are the same as ``nnUNetv2_predict``'s. The factor 64
+  (``SDM_LOGIT_SCALE``, a power of two, divided out exactly at export) keeps the SDM out of float16's
+  subnormal range where nnU-Net's Gaussian weights are tiny (tile corners): unscaled, the SDM underflows
+  to 0 there while the logits do not.
+- nothing of nnU-Net is patched: the predictor's own hooks split the result. ``predict_from_data_iterator``
+  notes which case is being predicted, ``predict_logits_from_preprocessed_data`` keeps the logit
+  channels for nnU-Net's export (label map, optional ``.npz``/``.pkl`` probabilities, in its background
+  workers as usual) and writes the SDM channels itself with :func:`export_sdm`, which resamples them
+  back to the original image geometry like nnU-Net resamples probabilities (the configuration's
+  ``resampling_fn_probabilities``, crop reverted, axes transposed back) and writes
+  ``<output>/sdm/<case>_sdm<file_ending>``: one float32 image whose last dimension is the class (the
+  foreground labels in increasing order), plus ``<output>/sdm/sdm.json``. nnU-Net's sequential path
+  (``-npp 0 -nps 0``) does not say which case it predicts, so ``--save-sdm`` needs ``-npp``/``-nps`` >= 1.
+
+Unit of the written SDM: *normalised*, not mm. The network's SDM head is tanh-bounded and trained on
+targets normalised per patch and class (Xue et al.: ``sdm / max|sdm|`` inside and outside separately;
+``nnUNetTrainerSDM_Truncated``: ``clamp(sdm_mm / tau, -1, 1)``), so the value is in [-1, 1], negative
+inside, 0 on the predicted boundary. The per-patch normalisation depends on the patch contents, so no
+exact conversion to mm exists; only for the truncated variant is ``tau * value`` mm (where |value| < 1).
+Outside nnU-Net's nonzero crop the SDM is +1 (outside every class), where the label map is background.
+
+Sign guarantee (SDM-only networks, e.g. ``nnUNetTrainerSDM``, whose logits are ``[0, -64 sdm_1, ...]``):
+the accumulated SDM channels ``64 sdm_k`` are then exactly the negated logit channels, bit for bit,
+through every step (Gaussian-weighted float16 accumulation, mirroring, fold averaging, linear
+resampling: all odd-symmetric, and rounding to nearest is symmetric). So the label map is exactly the
+Heaviside of the written SDMs, ``argmax([0, -sdm_1, ..., -sdm_K])`` (ties go to the lower label, as in
+nnU-Net's argmax): a voxel labelled c > 0 has ``sdm_c < 0`` and ``sdm_c <= sdm_k`` for all k, a
+background voxel has every ``sdm_k >= 0``.
+Networks with a separate segmentation head (``nnUNetTrainerSDMDualHead``) give no such guarantee: the
+label map comes from the segmentation head, the SDM from the SDM head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.configuration import default_num_processes
+from nnunetv2.inference.export_prediction import export_prediction_from_logits
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from torch import nn
+
+from nnunet_sdm.network import SDM_LOGIT_SCALE, sdm_outputs, unwrap
+from nnunet_sdm.network.sdm_head import SDMHeadNetwork
+
+__all__ = [
+    "SDMPredictor",
+    "SDMExportError",
+    "export_prediction_and_sdm",
+    "export_sdm",
+    "resample_sdm_to_original",
+    "sdm_path",
+    "SDM_FOLDER",
+]
+
+SDM_FOLDER = "sdm"
+#: the SDM channels are accumulated as ``SDM_ACCUMULATION_SCALE * sdm`` (see the module docstring)
+SDM_ACCUMULATION_SCALE = SDM_LOGIT_SCALE
+SDM_UNIT = (
+    "normalised signed distance, unitless, in [-1, 1] (tanh head, per-patch normalised targets); not mm"
+)
+_SUPPORTED_WRITERS = ("SimpleITKIO", "SimpleITKIOWithReorient", "NibabelIO")
+
+
+class SDMExportError(RuntimeError):
+    """The model or the dataset's image format cannot give SDM images."""
+
+
+def sdm_path(output_file_truncated: str | os.PathLike, file_ending: str) -> Path:
+    """Where the SDM of the case whose label map is ``output_file_truncated + file_ending`` goes."""
+    truncated = Path(output_file_truncated)
+    return truncated.parent / SDM_FOLDER / f"{truncated.name}_sdm{file_ending}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# network wrapper used during the sliding window
+# ----------------------------------------------------------------------------------------------------
+class _LogitsAndSDM(nn.Module):
+    """The SDM network with one output tensor: its usual segmentation logits, then its SDM channels
+    times ``SDM_ACCUMULATION_SCALE``."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with sdm_outputs(self.network):
+            out = self.network(x)
+        if isinstance(out, list):  # deep supervision is off in the predictor; be safe anyway
+            out = out[0]
+        logits = unwrap(self.network).logits(out)
+        return torch.cat((logits, SDM_ACCUMULATION_SCALE * out.sdm.to(logits.dtype)), dim=1)
+
+
+class _WiderLabelManager:
+    """A LabelManager whose ``num_segmentation_heads`` includes the SDM channels (sizes nnU-Net's buffer)."""
+
+    def __init__(self, label_manager, extra_channels: int) -> None:
+        self._label_manager = label_manager
+        self.num_segmentation_heads = label_manager.num_segmentation_heads + extra_channels
+
+    def __getattr__(self, name):
+        return getattr(self._label_manager, name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# export (module level: nnU-Net pickles it by reference into its spawn-started export workers)
+# ----------------------------------------------------------------------------------------------------
+def resample_sdm_to_original(
+    sdm, properties: dict, configuration_manager, plans_manager, scale: float = 1.0
+) -> np.ndarray:
+    """SDM (K, *preprocessed shape) -> float32 (K, *original image shape, original axis order).
+
+    The same steps as nnU-Net's probability export: ``resampling_fn_probabilities`` from the
+    configuration's spacing to the original spacing, cropping reverted (outside the crop: +1, i.e.
+    outside every class), axes transposed back. ``sdm`` may hold ``scale * sdm`` (the predictor's
+    accumulated channels): it is resampled as it is, like the logits, and divided by ``scale`` after.
+    """
+    if isinstance(sdm, torch.Tensor):
+        sdm = sdm.cpu().numpy()
+    spacing_transposed = [properties["spacing"][i] for i in plans_manager.transpose_forward]
+    shape_cropped = properties["shape_after_cropping_and_before_resampling"]
+    current_spacing = (
+        configuration_manager.spacing
+        if len(configuration_manager.spacing) == len(shape_cropped)
+        else [spacing_transposed[0], *configuration_manager.spacing]
+    )
+    resampled = configuration_manager.resampling_fn_probabilities(
+        sdm, shape_cropped, current_spacing, spacing_transposed
+    )
+    if isinstance(resampled, torch.Tensor):
+        resampled = resampled.cpu().numpy()
+    resampled = np.asarray(resampled, dtype=np.float32) / np.float32(scale)
+    full = np.ones((resampled.shape[0], *properties["shape_before_cropping"]), dtype=np.float32)
+    for c in range(resampled.shape[0]):
+        _insert(full[c], resampled[c], properties["bbox_used_for_cropping"])
+    return full.transpose([0] + [i + 1 for i in plans_manager.transpose_backward])
+
+
+def _insert(image: np.ndarray, crop: np.ndarray, bbox) -> None:
+    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+    insert_crop_into_image(image, crop, bbox)
+
+
+def _write_sdm_image(sdm: np.ndarray, path: Path, properties: dict, writer_name: str) -> None:
+    """Write (K, *spatial) float32 as one image whose last dimension is the class, with the case geometry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if writer_name in ("SimpleITKIO", "SimpleITKIOWithReorient"):
+        import SimpleITK as sitk
+
+        stuff = properties["sitk_stuff"]
+        volumes = []
+        for channel in sdm:
+            if len(stuff["spacing"]) == 2:  # nnU-Net reads 2D images as (1, y, x)
+                channel = channel[0]
+            image = sitk.GetImageFromArray(np.ascontiguousarray(channel))
+            image.SetSpacing(stuff["spacing"])
+            image.SetOrigin(stuff["origin"])
+            image.SetDirection(stuff["direction"])
+            if "original_orientation" in stuff:
+                image = sitk.DICOMOrient(image, stuff["original_orientation"])
+            volumes.append(image)
+        sitk.WriteImage(sitk.JoinSeries(volumes), str(path), True)
+    elif writer_name == "NibabelIO":
+        import nibabel
+
+        data = np.stack([c.transpose((2, 1, 0)) for c in sdm], axis=-1)  # nnU-Net's NibabelIO axis order
+        nibabel.save(
+            nibabel.Nifti1Image(data, affine=properties["nibabel_stuff"]["original_affine"]), str(path)
+        )
+    else:  # checked before prediction starts; kept for direct callers
+        raise SDMExportError(
+            f"cannot write SDM images with {writer_name}; supported: {', '.join(_SUPPORTED_WRITERS)}"
+        )
+
+
+def export_sdm(
+    sdm,
+    properties: dict,
+    configuration_manager,
+    plans_manager,
+    dataset_json: dict,
+    output_file_truncated: str,
+    num_threads_torch: int = default_num_processes,
+    scale: float = 1.0,
+) -> Path:
+    """Resample the SDM (K, *preprocessed shape) to the original geometry and write it (``sdm/``)."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads_torch)
+    try:
+        full = resample_sdm_to_original(sdm, properties, configuration_manager, plans_manager, scale)
+    finally:
+        torch.set_num_threads(old_threads)
+    path = sdm_path(output_file_truncated, dataset_json["file_ending"])
+    _write_sdm_image(full, path, properties, plans_manager.image_reader_writer_class.__name__)
+    return path
+
+
+def export_prediction_and_sdm(
+    predicted,
+    properties_dict: dict,
+    configuration_manager,
+    plans_manager,
+    dataset_json_dict_or_file,
+    output_file_truncated: str,
+    save_probabilities: bool = False,
+    num_threads_torch: int = default_num_processes,
+) -> None:
+    """nnU-Net's ``export_prediction_from_logits`` for the logit channels, :func:`export_sdm` for the rest
+    (the SDM channels, accumulated as ``SDM_ACCUMULATION_SCALE * sdm``)."""
+    dataset_json = dataset_json_dict_or_file
+    if isinstance(dataset_json, str):
+        dataset_json = json.loads(Path(dataset_json).read_text())
+    heads = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    export_prediction_from_logits(
+        predicted[:heads],
+        properties_dict,
+        configuration_manager,
+        plans_manager,
+        dataset_json,
+        output_file_truncated,
+        save_probabilities,
+        num_threads_torch,
+    )
+    if predicted.shape[0] > heads:
+        export_sdm(
+            predicted[heads:],
+            properties_dict,
+            configuration_manager,
+            plans_manager,
+            dataset_json,
+            output_file_truncated,
+            num_threads_torch,
+            scale=SDM_ACCUMULATION_SCALE,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# the predictor
+# ----------------------------------------------------------------------------------------------------
+class SDMPredictor(nnUNetPredictor):
+    """``nnUNetPredictor`` that, with ``save_sdm=True``, also writes each case's predicted SDMs."""
+
+    def __init__(self, *args, save_sdm: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_sdm = save_sdm
+        self._with_sdm_channels = False
+        self._current_case: dict | None = None
+
+    # ---- checks ------------------------------------------------------------------------------
+    @property
+    def trainer_class(self):
+        """The class of ``self.trainer_name`` (looked up once, as the predictor found it)."""
+        cached = getattr(self, "_trainer_class_cache", None)
+        if cached is None or cached.__name__ != self.trainer_name:
+            cached = self._trainer_class_cache = _trainer_class(self.trainer_name)
+        return cached
+
+    @property
+    def sdm_network(self) -> SDMHeadNetwork | None:
+        inner = unwrap(self.network) if self.network is not None else None
+        if isinstance(inner, SDMHeadNetwork) and inner.num_sdm_channels > 0:
+            return inner
+        return None
+
+    def check_sdm_export(self) -> None:
+        """Raise :class:`SDMExportError` (naming the trainer) unless this model and dataset can give SDMs."""
+        if self.network is None:
+            raise SDMExportError("initialise the predictor (initialize_from_trained_model_folder) first")
+        trainer_class = self.trainer_class
+        if not getattr(trainer_class, "has_sdm_head", False) or self.sdm_network is None:
+            raise SDMExportError(
+                f"--save-sdm: trainer {self.trainer_name} has no SDM head, so there is no SDM to write. "
+                "Use a model trained with an SDM trainer of nnunet-sdm (nnUNetTrainerSDM and its variants, "
+                "nnUNetTrainerSDMDualHead), or predict without --save-sdm."
+            )
+        heads = self.label_manager.num_segmentation_heads
+        if self.label_manager.has_regions or self.sdm_network.num_sdm_channels != heads - 1:
+            raise SDMExportError(
+                f"--save-sdm: trainer {self.trainer_name}: expected one SDM channel per foreground label "
+                f"({heads - 1}), the network has {self.sdm_network.num_sdm_channels}"
+            )
+        writer = self.plans_manager.image_reader_writer_class.__name__
+        if writer not in _SUPPORTED_WRITERS:
+            raise SDMExportError(
+                f"--save-sdm: the dataset's images are read with {writer}; SDM images can be written for "
+                f"{', '.join(_SUPPORTED_WRITERS)} (NIfTI, NRRD, MHA ...) only"
+            )
+
+    # ---- sliding window with the SDM channels --------------------------------------------------
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+        if not self._with_sdm_channels:
+            return super().predict_sliding_window_return_logits(input_image)
+        network, label_manager = self.network, self.label_manager
+        self.network = _LogitsAndSDM(network)
+        self.label_manager = _WiderLabelManager(label_manager, unwrap(network).num_sdm_channels)
+        try:
+            return super().predict_sliding_window_return_logits(input_image)
+        finally:
+            self.network, self.label_manager = network, label_manager
+
+    @contextmanager
+    def _sdm_mode(self, output) -> Iterator[None]:
+        """Inside: the sliding window returns logits + SDM channels and nnU-Net's export writes both."""
+        if not self.save_sdm:
+            yield
+            return
+        if output is None:
+            raise SDMExportError("save_sdm needs an output folder (or output file names)")
+        self.check_sdm_export()
+        self._with_sdm_channels = True
+        try:
+            yield
+        finally:
+            self._with_sdm_channels = False
+            self._current_case = None
+
+    def predict_from_data_iterator(
+        self,
+        data_iterator,
+        save_probabilities: bool = False,
+        num_processes_segmentation_export: int = default_num_processes,
+    ):
+        if not self._with_sdm_channels:
+            return super().predict_from_data_iterator(
+                data_iterator, save_probabilities, num_processes_segmentation_export
+            )
+
+        def noting_the_case(iterator):
+            for preprocessed in iterator:
+                self._current_case = preprocessed  # nnU-Net predicts each item right after drawing it
+                yield preprocessed
+
+        try:
+            return super().predict_from_data_iterator(
+                noting_the_case(data_iterator), save_probabilities, num_processes_segmentation_export
+            )
+        finally:
+            if hasattr(data_iterator, "_finish"):  # nnU-Net finishes its augmenter only when it sees it
+                data_iterator._finish()
+
+    def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's; with ``save_sdm`` the SDM channels are written here and only the logits returned."""
+        predicted = super().predict_logits_from_preprocessed_data(data)
+        if not self._with_sdm_channels:
+            return predicted
+        case = self._current_case
+        if case is None or case.get("ofile") is None:
+            raise SDMExportError("--save-sdm: no output file for this case (use predict_from_files)")
+        heads = self.label_manager.num_segmentation_heads
+        export_sdm(
+            predicted[heads:].cpu().numpy(),
+            case["data_properties"],
+            self.configuration_manager,
+            self.plans_manager,
+            self.dataset_json,
+            case["ofile"],
+            scale=SDM_ACCUMULATION_SCALE,
+        )
+        return predicted[:heads]
+
+    def _write_sdm_info(self, output) -> None:
+        folder = Path(output if isinstance(output, (str, os.PathLike)) else os.path.dirname(output[0]) or ".")
+        folder = folder / SDM_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        trainer_class = self.trainer_class
+        labels = {
+            str(value): name
+            for name, value in self.dataset_json["labels"].items()
+            if name != "background" and not isinstance(value, (list, tuple))
+        }
+        info = {
+            "files": f"<case>_sdm{self.dataset_json['file_ending']}: one image per case, last dimension = class",
+            "classes": [int(v) for v in self.label_manager.foreground_labels],
+            "class_names": labels,
+            "unit": SDM_UNIT,
+            "sign": "negative inside the class, positive outside, 0 on the predicted boundary",
+            "outside_crop": "+1 outside nnU-Net's nonzero crop (background there)",
+            "trainer": self.trainer_name,
+            "truncation_mm": getattr(trainer_class, "truncation_mm", None),
+            "label_map_is_sdm_heaviside": not getattr(trainer_class, "has_segmentation_head", True),
+            "tile_step_size": self.tile_step_size,
+            "use_mirroring": self.use_mirroring,
+        }
+        (folder / "sdm.json").write_text(json.dumps(info, indent=2))
+
+    # ---- entry points ------------------------------------------------------------------------
+    # nnU-Net records its arguments through ``inspect.signature(self.predict_from_files)``: the overrides
+    # keep its parameter names exactly.
+    def predict_from_files(
+        self,
+        list_of_lists_or_source_folder,
+        output_folder_or_list_of_truncated_output_files,
+        save_probabilities: bool = False,
+        overwrite: bool = True,
+        num_processes_preprocessing: int = default_num_processes,
+        num_processes_segmentation_export: int = default_num_processes,
+        folder_with_segs_from_prev_stage: str | None = None,
+        num_parts: int = 1,
+        part_id: int = 0,
+    ):
+        with self._sdm_mode(output_folder_or_list_of_truncated_output_files):
+            if self.save_sdm:
+                self._write_sdm_info(output_folder_or_list_of_truncated_output_files)
+            return super().predict_from_files(
+                list_of_lists_or_source_folder,
+                output_folder_or_list_of_truncated_output_files,
+                save_probabilities,
+                overwrite,
+                num_processes_preprocessing,
+                num_processes_segmentation_export,
+                folder_with_segs_from_prev_stage,
+                num_parts,
+                part_id,
+            )
+
+    def predict_from_files_sequential(
+        self,
+        list_of_lists_or_source_folder,
+        output_folder_or_list_of_truncated_output_files,
+        save_probabilities: bool = False,
+        overwrite: bool = True,
+        folder_with_segs_from_prev_stage: str | None = None,
+    ):
+        if self.save_sdm:
+            raise SDMExportError(
+                "--save-sdm needs nnU-Net's background export: use -npp and -nps >= 1 (nnU-Net's sequential "
+                "path, -npp 0 -nps 0, does not tell which case it is predicting)"
+            )
+        return super().predict_from_files_sequential(
+            list_of_lists_or_source_folder,
+            output_folder_or_list_of_truncated_output_files,
+            save_probabilities,
+            overwrite,
+            folder_with_segs_from_prev_stage,
+        )
+
+    def _manage_input_and_output_lists(
+        self,
+        list_of_lists_or_source_folder,
+        output,
+        folder_with_segs_from_prev_stage=None,
+        overwrite=True,
+        part_id=0,
+        num_parts=1,
+        save_probabilities=False,
+    ):
+        """nnU-Net's, and with ``save_sdm`` a case counts as done only if its SDM image exists too."""
+        if not self.save_sdm or overwrite:
+            return super()._manage_input_and_output_lists(
+                list_of_lists_or_source_folder,
+                output,
+                folder_with_segs_from_prev_stage,
+                overwrite,
+                part_id,
+                num_parts,
+                save_probabilities,
+            )
+        inputs, outputs, previous = super()._manage_input_and_output_lists(
+            list_of_lists_or_source_folder,
+            output,
+            folder_with_segs_from_prev_stage,
+            True,
+            part_id,
+            num_parts,
+            save_probabilities,
+        )
+        ending = self.dataset_json["file_ending"]
+
+        def done(truncated: str) -> bool:
+            files = [truncated + ending, sdm_path(truncated, ending)] + (
+                [truncated + ".npz"] if save_probabilities else []
+            )
+            return all(os.path.isfile(f) for f in files)
+
+        keep = [i for i, truncated in enumerate(outputs) if not done(truncated)]
+        print(f"continue_prediction with --save-sdm: {len(keep)} cases without label map or SDM image")
+        return [inputs[i] for i in keep], [outputs[i] for i in keep], [previous[i] for i in keep]
+
+
+def _trainer_class(trainer_name: str):
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    return recursive_find_trainer_class_by_name(trainer_name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# command line (``nnunet-sdm predict``; the arguments are nnUNetv2_predict's plus --save-sdm)
+# ----------------------------------------------------------------------------------------------------
+def ensure_trainers_on_path() -> None:
+    """Add nnunet-sdm's trainer folder to ``nnUNet_extTrainer`` so the predictor finds its trainers."""
+    from nnunet_sdm import trainers_path
+
+    ours = trainers_path()
+    current = os.environ.get("nnUNet_extTrainer")
+    if not current:
+        os.environ["nnUNet_extTrainer"] = ours
+    elif ours not in current.split(os.pathsep):
+        os.environ["nnUNet_extTrainer"] = current + os.pathsep + ours
+
+
+def run_predict(args) -> int:
+    """``nnUNetv2_predict`` (nnU-Net 2.8.1's ``predict_entry_point``) with :class:`SDMPredictor`."""
+    import multiprocessing
+
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    ensure_trainers_on_path()
+    folds = [f if f == "all" else int(f) for f in args.f]
+    model_folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    os.makedirs(args.o, exist_ok=True)
+    if args.part_id >= args.num_parts:
+        raise SystemExit(f"-part_id ({args.part_id}) must be smaller than -num_parts ({args.num_parts})")
+    if args.device == "cpu":
+        torch.set_num_threads(multiprocessing.cpu_count())
+        device = torch.device("cpu")
+    elif args.device == "cuda":
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+        device = torch.device("cuda")
+    elif args.device == "mps":
+        device = torch.device("mps")
+    else:
+        raise SystemExit(f"-device must be cpu, cuda or mps, got {args.device}")
+
+    predictor = SDMPredictor(
+        tile_step_size=args.step_size,
+        use_gaussian=True,
+        use_mirroring=not args.disable_tta,
+        perform_everything_on_device=not args.not_on_device,
+        device=device,
+        verbose=args.verbose,
+        verbose_preprocessing=args.verbose,
+        allow_tqdm=not args.disable_progress_bar,
+        save_sdm=args.save_sdm,
+    )
+    predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=args.chk)
+    if args.save_sdm:
+        predictor.check_sdm_export()  # fail before any work, naming the trainer
+    common = {
+        "save_probabilities": args.save_probabilities,
+        "overwrite": not args.continue_prediction,
+        "folder_with_segs_from_prev_stage": args.prev_stage_predictions,
+    }
+    if args.nps == 0 and args.npp == 0:
+        predictor.predict_from_files_sequential(args.i, args.o, **common)
+    else:
+        predictor.predict_from_files(
+            args.i,
+            args.o,
+            num_processes_preprocessing=args.npp,
+            num_processes_segmentation_export=args.nps,
+            num_parts=args.num_parts,
+            part_id=args.part_id,
+            **common,
+        )
+    return 0
