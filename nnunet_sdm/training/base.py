@@ -119,6 +119,7 @@ BUDGET_ENV = {
     "num_epochs": "nnUNetSDM_num_epochs",
     "num_iterations_per_epoch": "nnUNetSDM_iterations_per_epoch",
     "num_val_iterations_per_epoch": "nnUNetSDM_val_iterations_per_epoch",
+    "save_every": "nnUNetSDM_save_every",  # checkpoint_latest.pth every N epochs (nnU-Net: 50)
 }
 
 
@@ -188,7 +189,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
                 f"{name}: dataset {dataset} has an ignore label ({self.label_manager.ignore_label}); "
                 f"distances to a partly unknown boundary are undefined, so {name} does not support it."
             )
-        labels = list(self.label_manager.all_labels)
+        labels = [int(c) for c in self.label_manager.all_labels]
         if labels != list(range(len(labels))):
             raise UnsupportedSetupError(
                 f"{name}: dataset {dataset} has labels {labels}; nnU-Net needs consecutive labels 0..N."

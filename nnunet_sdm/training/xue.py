@@ -87,10 +87,10 @@ class nnUNetTrainerSDM_Truncated(nnUNetTrainerSDM):
 
     def check_settings(self) -> None:
         super().check_settings()
-        if not self.truncation_mm > 0:
-            raise ValueError(
-                f"{type(self).__name__}: truncation_mm must be > 0 (mm), got {self.truncation_mm}"
-            )
+        try:
+            check_positive("truncation_mm", self.truncation_mm)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: invalid setting: {e}") from None
 
     def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         return truncate(sdm_mm, self.truncation_mm)

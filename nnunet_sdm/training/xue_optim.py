@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import _LRScheduler
 
+from nnunet_sdm.losses._checks import check_non_negative, check_positive
 from nnunet_sdm.training.xue import nnUNetTrainerSDM
 
 XUE_ADAM_LR = 5e-4
@@ -91,12 +92,11 @@ class nnUNetTrainerSDM_XueAdam(nnUNetTrainerSDM):
     def check_settings(self) -> None:
         super().check_settings()
         name = type(self).__name__
-        if not self.adam_lr > 0:
-            raise ValueError(f"{name}: invalid setting: adam_lr must be > 0, got {self.adam_lr}")
-        if not self.adam_weight_decay >= 0:
-            raise ValueError(
-                f"{name}: invalid setting: adam_weight_decay must be >= 0, got {self.adam_weight_decay}"
-            )
+        try:
+            check_positive("adam_lr", self.adam_lr)
+            check_non_negative("adam_weight_decay", self.adam_weight_decay)
+        except ValueError as e:
+            raise ValueError(f"{name}: invalid setting: {e}") from None
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"{name}: invalid setting: lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if not isinstance(self.lr_step_epochs, int) or self.lr_step_epochs < 1:
