@@ -43,13 +43,19 @@ def train_with_budget(
     device: torch.device | None = None,
     pretrained_weights: str | None = None,
     continue_training: bool = False,
+    threads: int | None = None,
 ) -> Path:
-    """Train, run nnU-Net's final validation, and return the fold's output folder."""
+    """Train, run nnU-Net's final validation, and return the fold's output folder.
+
+    ``threads``: torch CPU threads (default: one per core, as ``nnUNetv2_train`` on the CPU).
+    """
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
     device = device or default_device()
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     if device.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
     trainer = get_trainer_from_args(
         str(dataset),
         configuration,

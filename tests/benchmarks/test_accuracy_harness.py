@@ -1,0 +1,181 @@
+"""``benchmarks/accuracy.py`` end to end on a tiny synthetic dataset: files written, then resume.
+
+Two trainers (stock and ``nnUNetTrainerSDM``), 1 epoch x 2 iterations, the fixed-split path (2 of 8 cases
+held out by a test list), one data-augmentation worker.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.benchmarks._load import ACCURACY
+from tests.conftest import nnunet_env
+
+pytestmark = pytest.mark.slow
+
+TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM"]
+METRICS = ["Dice", "HD95", "ASSD", "NSD@1.0mm", "NSD@2.0mm"]
+
+
+def _harness(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ACCURACY), *args], env=env, capture_output=True, text=True)
+
+
+def _check(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    from nnunet_sdm.synth import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("accuracy")
+    info = make_synthetic_dataset(
+        root / "raw", dataset_id=991, num_training=8, num_test=0, shape=(16, 48, 48), seed=3
+    )
+    test_cases = info["train_cases"][-2:]
+    split_file = root / "test_cases.json"
+    split_file.write_text(json.dumps({"test_cases": test_cases}))
+    out = root / "out"
+    env = nnunet_env(root / "unused")  # one augmentation worker; the harness sets the nnU-Net folders
+    args = [
+        "--raw",
+        info["folder"],
+        "--test-cases",
+        str(split_file),
+        "--trainers",
+        *TRAINERS,
+        "--plans-override",
+        "cpu_small",
+        "--epochs",
+        "1",
+        "--iters-per-epoch",
+        "2",
+        "--val-iters-per-epoch",
+        "1",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "-np",
+        "1",
+    ]
+    first = _check(_harness(args, env))
+    return {"out": out, "args": args, "env": env, "stdout": first, "test_cases": test_cases, "info": info}
+
+
+def _fold(out, trainer):
+    return (
+        out
+        / "nnUNet_results"
+        / "Dataset991_SDMSynth"
+        / f"{trainer}__nnUNetPlans_cpu_small__3d_fullres"
+        / "fold_0"
+    )
+
+
+def test_test_cases_are_kept_out_of_planning_and_training(benchmark):
+    out, test_cases = benchmark["out"], benchmark["test_cases"]
+    raw = out / "nnUNet_raw" / "Dataset991_SDMSynth"
+    trained_on = sorted(p.name.removesuffix(".nii.gz") for p in (raw / "labelsTr").iterdir())
+    assert len(trained_on) == 6 and not set(trained_on) & set(test_cases)
+    assert json.loads((raw / "dataset.json").read_text())["numTraining"] == 6
+    assert sorted(p.name for p in (out / "test" / "labelsTs").iterdir()) == [
+        f"{c}.nii.gz" for c in test_cases
+    ]
+    splits = json.loads(
+        (out / "nnUNet_preprocessed" / "Dataset991_SDMSynth" / "splits_final.json").read_text()
+    )
+    assert len(splits) == 5 and sorted(splits[0]["train"] + splits[0]["val"]) == trained_on
+    for trainer in TRAINERS:
+        log = next(_fold(out, trainer).glob("training_log_*.txt")).read_text()
+        assert "Using splits from existing split file" in log
+
+
+def test_results_json_has_per_class_stats_ratios_and_timings(benchmark):
+    out = benchmark["out"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["test_cases"] == benchmark["test_cases"]
+    assert results["settings"]["budget"] == {
+        "epochs": 1,
+        "iterations_per_epoch": 2,
+        "val_iterations_per_epoch": 1,
+    }
+    assert results["settings"]["n_train_cases"] == 6 and results["settings"]["n_test_cases"] == 2
+    assert results["labels"] == {"1": "organ", "2": "vessel"}
+    assert results["metrics"] == METRICS
+    assert sorted(results["cases"]) == sorted(benchmark["test_cases"])
+    assert list(results["trainers"]) == TRAINERS
+    for trainer, entry in results["trainers"].items():
+        assert (out / "predictions" / trainer / "summary_surface.json").is_file()
+        assert (_fold(out, trainer) / "checkpoint_final.pth").is_file()
+        for label in ("1", "2"):
+            for metric in METRICS:
+                stats = entry["per_class"][label][metric]
+                assert set(stats) == {"mean", "sd", "n"} and stats["n"] == 2
+                assert isinstance(stats["mean"], float)
+                assert len(entry["per_case"][label][metric]) == 2
+        ratios = entry["ratio_to_nnUNetTrainer"]
+        assert set(ratios) == {"1", "2", "mean"}
+        for key in ratios:
+            assert set(ratios[key]) == {"HD95", "ASSD"}
+            assert all(isinstance(v, float) and v > 0 for v in ratios[key].values())
+        assert entry["timing"]["train_seconds"] > 0 and entry["timing"]["predict_seconds"] > 0
+        assert entry["timing"]["epochs_logged"] == 1
+    stock = results["trainers"]["nnUNetTrainer"]["ratio_to_nnUNetTrainer"]
+    assert all(v == pytest.approx(1.0) for r in stock.values() for v in r.values())
+
+
+def test_results_md_has_a_row_per_class_and_metric_and_the_ratio_table(benchmark):
+    out = benchmark["out"]
+    text = (out / "results.md").read_text()
+    lines = text.splitlines()
+    assert "| Class | Metric | nnUNetTrainer | nnUNetTrainerSDM |" in lines
+    assert any(line.startswith("| 1 (organ) | Dice") for line in lines)
+    assert any(line.startswith("| 2 (vessel) | Dice") for line in lines)
+    metric_rows = [line for line in lines if line.count("±") == 2]
+    assert len(metric_rows) == 2 * len(METRICS)
+    ratio_header = next(line for line in lines if line.startswith("| Trainer | organ HD95"))
+    assert ratio_header.split("|")[2:-1] == [
+        f" {c} {m} " for c in ("organ", "vessel", "mean") for m in ("HD95", "ASSD")
+    ]
+    stock_row = next(line for line in lines if line.startswith("| nnUNetTrainer | 1.00"))
+    assert stock_row.count("1.00") == 6
+    assert any(line.startswith("| nnUNetTrainerSDM | ") and "n/a" not in line for line in lines)
+    assert (out / "results.png").stat().st_size > 10_000
+    assert "already finished" not in benchmark["stdout"]
+    assert "epoch 0: train_loss" in benchmark["stdout"]
+
+
+def test_rerun_resumes_without_training_or_predicting(benchmark):
+    out = benchmark["out"]
+    checkpoints = {t: (_fold(out, t) / "checkpoint_final.pth").stat().st_mtime_ns for t in TRAINERS}
+    predictions = {
+        t: sorted((p.name, p.stat().st_mtime_ns) for p in (out / "predictions" / t).glob("*.nii.gz"))
+        for t in TRAINERS
+    }
+    stdout = _check(_harness(benchmark["args"], benchmark["env"]))
+    for trainer in TRAINERS:
+        assert f"{trainer}: already finished" in stdout
+    assert "already planned and preprocessed" in stdout
+    assert "_train_one" not in stdout and "nnUNetv2_predict" not in stdout
+    assert "nnUNetv2_plan_and_preprocess -d" not in stdout
+    for trainer in TRAINERS:
+        assert (_fold(out, trainer) / "checkpoint_final.pth").stat().st_mtime_ns == checkpoints[trainer]
+        now = sorted((p.name, p.stat().st_mtime_ns) for p in (out / "predictions" / trainer).glob("*.nii.gz"))
+        assert now == predictions[trainer]
+    assert json.loads((out / "results.json").read_text())["trainers"].keys() == set(TRAINERS)
+
+
+def test_rerun_with_another_budget_stops_instead_of_mixing_results(benchmark):
+    args = list(benchmark["args"])
+    args[args.index("--epochs") + 1] = "2"
+    result = _harness(args, benchmark["env"])
+    assert result.returncode == 2
+    assert "other settings" in result.stderr and "budget" in result.stderr
+    assert "use a new --out" in result.stderr

@@ -1,0 +1,184 @@
+"""Fast checks of ``benchmarks/accuracy.py``'s pieces: test split, data layout, preset, manifest, ratios."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.benchmarks._load import load_accuracy
+from tests.conftest import SHARED_DATA
+
+acc = load_accuracy()
+HIPPOCAMPUS = SHARED_DATA / "Dataset004_Hippocampus"
+
+
+def _fake_raw(root, cases, name="Dataset042_Fake", test_cases=()):
+    """A raw dataset with empty files (only the layout matters here)."""
+    folder = root / name
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True)
+    for case in cases:
+        (folder / "imagesTr" / f"{case}_0000.nii.gz").write_bytes(b"")
+        (folder / "labelsTr" / f"{case}.nii.gz").write_bytes(b"")
+    for case in test_cases:
+        (folder / "imagesTs" / f"{case}_0000.nii.gz").write_bytes(b"")
+        (folder / "labelsTs" / f"{case}.nii.gz").write_bytes(b"")
+    meta = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "a": 1, "b": 2},
+        "numTraining": len(cases),
+        "file_ending": ".nii.gz",
+    }
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _settings(raw, out, **kw):
+    base = dict(
+        raw=raw,
+        out=out,
+        trainers=["nnUNetTrainer"],
+        epochs=1,
+        iterations_per_epoch=2,
+        val_iterations_per_epoch=1,
+    )
+    return acc.Settings(**(base | kw))
+
+
+def test_choose_test_cases_is_fixed_by_the_seed_and_independent_of_input_order():
+    cases = [f"c{i:03d}" for i in range(50)]
+    first = acc.choose_test_cases(cases, 10, seed=0)
+    assert first == acc.choose_test_cases(list(reversed(cases)), 10, seed=0)
+    assert first == sorted(first) and len(set(first)) == 10
+    assert first != acc.choose_test_cases(cases, 10, seed=1)
+
+
+def test_fixed_list_is_held_out_of_the_planned_raw_dataset(tmp_path):
+    cases = [f"case_{i:02d}" for i in range(10)]
+    raw = _fake_raw(tmp_path, cases)
+    (tmp_path / "test.json").write_text(json.dumps({"test_cases": ["case_03", "case_07"]}))
+    out = tmp_path / "out"
+    data = acc.prepare_data(_settings(raw, out, test_cases_file=tmp_path / "test.json"))
+    assert data.test_cases == ["case_03", "case_07"]
+    assert data.train_cases == [c for c in cases if c not in ("case_03", "case_07")]
+    planned = out / "nnUNet_raw" / "Dataset042_Fake"
+    assert sorted(p.name for p in (planned / "labelsTr").iterdir()) == [
+        f"{c}.nii.gz" for c in data.train_cases
+    ]
+    assert sorted(p.name for p in (planned / "imagesTr").iterdir()) == [
+        f"{c}_0000.nii.gz" for c in data.train_cases
+    ]
+    assert json.loads((planned / "dataset.json").read_text())["numTraining"] == 8
+    assert sorted(p.name for p in (out / "test" / "imagesTs").iterdir()) == [
+        "case_03_0000.nii.gz",
+        "case_07_0000.nii.gz",
+    ]
+    assert (out / "test" / "labelsTs" / "case_03.nii.gz").resolve() == (
+        raw / "labelsTr" / "case_03.nii.gz"
+    ).resolve()
+    # a second call (resume) keeps the links and their times
+    before = (planned / "labelsTr" / "case_00.nii.gz").lstat().st_mtime_ns
+    acc.prepare_data(_settings(raw, out, test_cases_file=tmp_path / "test.json"))
+    assert (planned / "labelsTr" / "case_00.nii.gz").lstat().st_mtime_ns == before
+
+
+def test_unknown_test_case_and_overlapping_test_raw_stop(tmp_path):
+    raw = _fake_raw(tmp_path, [f"case_{i:02d}" for i in range(8)], test_cases=["case_20"])
+    (tmp_path / "bad.json").write_text(json.dumps(["case_99"]))
+    with pytest.raises(acc.BenchmarkError, match="case_99"):
+        acc.prepare_data(_settings(raw, tmp_path / "o1", test_cases_file=tmp_path / "bad.json"))
+    other = _fake_raw(tmp_path, ["case_01", "case_02"], name="Dataset043_Other")
+    with pytest.raises(acc.BenchmarkError, match="also training cases"):
+        acc.prepare_data(_settings(raw, tmp_path / "o2", test_raw=other))
+    data = acc.prepare_data(
+        _settings(raw, tmp_path / "o3", test_raw=raw)
+    )  # imagesTs/labelsTs of the same folder
+    assert data.test_cases == ["case_20"] and len(data.train_cases) == 8
+
+
+def test_without_a_list_a_fraction_is_drawn_with_the_seed(tmp_path):
+    raw = _fake_raw(tmp_path, [f"case_{i:02d}" for i in range(20)])
+    data = acc.prepare_data(_settings(raw, tmp_path / "out", test_fraction=0.25, seed=4))
+    assert data.test_cases == acc.choose_test_cases(data.train_cases + data.test_cases, 5, 4)
+
+
+def test_manifest_change_is_refused(tmp_path):
+    raw = _fake_raw(tmp_path, [f"case_{i:02d}" for i in range(10)])
+    settings = _settings(raw, tmp_path / "out")
+    data = acc.prepare_data(settings)
+    split = [{"train": data.train_cases[2:], "val": data.train_cases[:2]}] * 5
+    acc.check_manifest(settings.out, acc.make_manifest(settings, data, split))
+    acc.check_manifest(settings.out, acc.make_manifest(settings, data, split))  # same settings: fine
+    other = _settings(raw, tmp_path / "out", epochs=5)
+    with pytest.raises(acc.BenchmarkError, match="budget"):
+        acc.check_manifest(settings.out, acc.make_manifest(other, data, split))
+
+
+def test_hippocampus_preset_resolves_its_files():
+    settings = acc.parse_args(["--raw", str(HIPPOCAMPUS), "--preset", "hippocampus_cpu", "--out", "/tmp/x"])
+    assert settings.trainers == [
+        "nnUNetTrainer",
+        "nnUNetTrainerSDM",
+        "nnUNetTrainerSDMDualHead",
+        "nnUNetTrainerDistPenaltyDiceCE",
+    ]
+    assert settings.device == "cpu" and settings.fold == 0 and settings.seed == 0
+    assert settings.plans_override is not None and settings.plans_override.is_file()
+    assert settings.plans_identifier.startswith("nnUNetPlans_")
+    assert settings.test_cases_file == acc.SPLITS_DIR / "hippocampus_test_cases.json"
+    overridden = acc.parse_args(
+        ["--raw", str(HIPPOCAMPUS), "--preset", "hippocampus_cpu", "--out", "/tmp/x", "--epochs", "3"]
+    )
+    assert overridden.epochs == 3 and overridden.iterations_per_epoch == settings.iterations_per_epoch
+
+
+def test_hippocampus_test_split_file():
+    content = json.loads((acc.SPLITS_DIR / "hippocampus_test_cases.json").read_text())
+    cases = content["test_cases"]
+    assert len(cases) == content["n_test"] == 41 and len(set(cases)) == 41 and cases == sorted(cases)
+    if not HIPPOCAMPUS.is_dir():
+        pytest.skip("../shared/data/Dataset004_Hippocampus is not here")
+    all_cases = acc.case_ids(HIPPOCAMPUS / "labelsTr", ".nii.gz")
+    assert len(all_cases) == content["n_cases"] == 201
+    assert cases == acc.choose_test_cases(all_cases, 41, content["seed"])
+
+
+class _FakeComparison:
+    def __init__(self, values):
+        self.values = values
+        self.methods = list(values)
+        self.labels = [1, 2]
+        self.metrics = ["Dice", "HD95", "ASSD"]
+
+    def stats(self, method, label, metric):
+        x = np.asarray(self.values[method][label][metric], dtype=float)
+        return float(x.mean()), float(x.std(ddof=1))
+
+
+def test_ratios_to_stock_per_class_and_of_the_foreground_means():
+    def entry(hd1, hd2):
+        return {1: {"Dice": [1, 1], "HD95": hd1, "ASSD": hd1}, 2: {"Dice": [1, 1], "HD95": hd2, "ASSD": hd2}}
+
+    comparison = _FakeComparison({"nnUNetTrainer": entry([2, 2], [4, 4]), "X": entry([1, 1], [5, 5])})
+    ratios = acc.ratios_to_stock(comparison)
+    assert ratios["nnUNetTrainer"]["1"]["HD95"] == 1.0
+    assert ratios["X"]["1"]["HD95"] == 0.5 and ratios["X"]["2"]["ASSD"] == 1.25
+    assert math.isclose(ratios["X"]["mean"]["HD95"], 3.0 / 3.0)
+    assert acc.ratios_to_stock(_FakeComparison({"X": entry([1, 1], [1, 1])})) == {}
+
+
+def test_epoch_summary_condenses_nnunet_log_lines():
+    summary = acc.EpochSummary()
+    lines = [
+        "2026-01-01 00:00:00.000001: Epoch 3",
+        "2026-01-01 00:00:00.000002: Current learning rate: 0.01",
+        "2026-01-01 00:00:01.000000: train_loss -0.5",
+        "2026-01-01 00:00:01.000001: val_loss -0.4",
+        "2026-01-01 00:00:01.000002: Pseudo dice [np.float32(0.81), np.float32(nan)]",
+        "2026-01-01 00:00:01.000003: Epoch time: 12.5 s",
+    ]
+    printed = [p for p in map(summary, lines) if p]
+    assert printed == ["epoch 3: train_loss -0.5, val_loss -0.4, pseudo dice [0.81, nan], 12.5 s"]
