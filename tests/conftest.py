@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -33,6 +35,30 @@ def run(command: list[str], env: dict[str, str], cwd: Path | None = None) -> sub
             f"\n--- stderr\n{result.stderr[-4000:]}"
         )
     return result
+
+
+def predict_and_check(
+    env: dict[str, str], raw: Path, out: Path, trainer: str, plans: str = "nnUNetPlans", *extra: str
+) -> None:
+    """``nnUNetv2_predict`` the dataset's imagesTs (fold 0, CPU), then check every prediction: the image's
+    size and spacing, and label values of the synthetic dataset only."""
+    run(
+        [
+            nnunet_bin("nnUNetv2_predict"),
+            *("-i", str(raw / "imagesTs"), "-o", str(out), "-d", "990", "-c", "3d_fullres"),
+            *("-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"),
+            *extra,
+        ],
+        env,
+    )
+    images = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))
+    assert images
+    for image_file in images:
+        image = sitk.ReadImage(str(image_file))
+        prediction = sitk.ReadImage(str(out / image_file.name.replace("_0000.nii.gz", ".nii.gz")))
+        assert prediction.GetSize() == image.GetSize(), image_file.name
+        assert np.allclose(prediction.GetSpacing(), image.GetSpacing()), image_file.name
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}, image_file.name
 
 
 @pytest.fixture(scope="session")

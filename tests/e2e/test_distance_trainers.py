@@ -9,9 +9,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +17,7 @@ from nnunet_sdm.distance import signed_distance
 from nnunet_sdm.training.baselines import nnUNetTrainerBoundary, nnUNetTrainerHD
 from nnunet_sdm.training.caliva import nnUNetTrainerDistPenaltyCE, nnUNetTrainerDistPenaltyDiceCE
 from nnunet_sdm.training.wang_zhang import nnUNetTrainerSDMDualHead
-from tests.conftest import nnunet_bin, run
+from tests.conftest import nnunet_bin, predict_and_check, run
 
 PLANS = "nnUNetPlans_cpu_small"
 BUDGET = {
@@ -199,39 +197,4 @@ def test_train_and_predict_on_cpu(planned_synthetic, name, tmp_path):
     losses = [float(v) for v in re.findall(r"(?:train|val)_loss (\S+)", log)]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
 
-    out = tmp_path / "pred"
-    run(
-        [
-            nnunet_bin("nnUNetv2_predict"),
-            "-i",
-            str(planned_synthetic["raw"] / "imagesTs"),
-            "-o",
-            str(out),
-            "-d",
-            "990",
-            "-c",
-            "3d_fullres",
-            "-tr",
-            name,
-            "-p",
-            PLANS,
-            "-f",
-            "0",
-            "-device",
-            "cpu",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-            "--disable_tta",
-        ],
-        env,
-    )
-    images = sorted((planned_synthetic["raw"] / "imagesTs").glob("*_0000.nii.gz"))
-    assert images
-    for image_file in images:
-        case = image_file.name.replace("_0000.nii.gz", ".nii.gz")
-        image, prediction = sitk.ReadImage(str(image_file)), sitk.ReadImage(str(out / case))
-        assert prediction.GetSize() == image.GetSize()
-        assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
-        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
+    predict_and_check(env, planned_synthetic["raw"], tmp_path / "pred", name, PLANS, "--disable_tta")

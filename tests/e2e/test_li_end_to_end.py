@@ -5,15 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from nnunet_sdm.network.lrnet import LRNet
 from nnunet_sdm.training.base import CHECKPOINT_EXTRAS_KEY
 from nnunet_sdm.training.li import LRNET_CHECKPOINT_KEY, LRNET_FILE, PRETRAIN_ITERATIONS_ENV
-from tests.conftest import nnunet_bin, run
+from tests.conftest import nnunet_bin, predict_and_check, run
 
 pytestmark = pytest.mark.slow
 
@@ -110,40 +108,9 @@ def test_checkpoint_loads_strictly_in_the_stock_predictor(trained_li, monkeypatc
 
 
 def test_predict_uses_the_segmentation_network_alone(trained_li, tmp_path):
-    out = tmp_path / "pred"
-    run(
-        [
-            nnunet_bin("nnUNetv2_predict"),
-            "-i",
-            str(trained_li["raw"] / "imagesTs"),
-            "-o",
-            str(out),
-            "-d",
-            "990",
-            "-c",
-            "3d_fullres",
-            "-tr",
-            "nnUNetTrainerLRNetMapDice",
-            "-p",
-            PLANS,
-            "-f",
-            "0",
-            "-device",
-            "cpu",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-        ],
-        trained_li["env"],
+    predict_and_check(
+        trained_li["env"], trained_li["raw"], tmp_path / "pred", "nnUNetTrainerLRNetMapDice", PLANS
     )
-    images = sorted((trained_li["raw"] / "imagesTs").glob("*_0000.nii.gz"))
-    assert images
-    for image_file in images:
-        image = sitk.ReadImage(str(image_file))
-        prediction = sitk.ReadImage(str(out / image_file.name.replace("_0000.nii.gz", ".nii.gz")))
-        assert prediction.GetSize() == image.GetSize()
-        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
 
 
 def test_resume_restores_the_lrnet_without_pretraining(trained_li, tmp_path):

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
-from tests.conftest import nnunet_bin, run
+from tests.conftest import nnunet_bin, predict_and_check, run
 
 pytestmark = pytest.mark.slow
 
@@ -43,39 +41,7 @@ def test_training_writes_checkpoint_validation_and_loss_terms(trained_sdm):
 
 
 def test_predict_gives_label_maps_with_the_images_geometry(trained_sdm, tmp_path):
-    out = tmp_path / "pred"
-    run(
-        [
-            nnunet_bin("nnUNetv2_predict"),
-            "-i",
-            str(trained_sdm["raw"] / "imagesTs"),
-            "-o",
-            str(out),
-            "-d",
-            "990",
-            "-c",
-            "3d_fullres",
-            "-tr",
-            "nnUNetTrainerSDM",
-            "-f",
-            "0",
-            "-device",
-            "cpu",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-        ],
-        trained_sdm["env"],
-    )
-    images = sorted((trained_sdm["raw"] / "imagesTs").glob("*_0000.nii.gz"))
-    assert images
-    for image_file in images:
-        case = image_file.name.replace("_0000.nii.gz", ".nii.gz")
-        image, prediction = sitk.ReadImage(str(image_file)), sitk.ReadImage(str(out / case))
-        assert prediction.GetSize() == image.GetSize()
-        assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
-        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
+    predict_and_check(trained_sdm["env"], trained_sdm["raw"], tmp_path / "pred", "nnUNetTrainerSDM")
 
 
 def test_checkpoint_loads_strictly_in_the_stock_predictor(trained_sdm, monkeypatch):

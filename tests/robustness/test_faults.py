@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from nnunet_sdm.network import unwrap
 from nnunet_sdm.training.base import NonFiniteLossError
-from tests.conftest import nnunet_bin, run
+from tests.conftest import nnunet_bin, predict_and_check, run
 from tests.robustness.test_trainer_start_up import TRAINERS
 
 PLANS = "nnUNetPlans_cpu_small"
@@ -171,30 +170,7 @@ def test_sigkill_mid_training_then_resume_with_c_trains_to_the_end_and_predicts(
     history = json.loads((fold / "loss_terms.json").read_text())
     assert sorted(int(e) for e in history["train/dice"]) == list(range(num_epochs))
 
-    out = tmp_path / "prediction"
-    run(
-        [
-            nnunet_bin("nnUNetv2_predict"),
-            *(
-                "-i",
-                str(planned_synthetic["raw"] / "imagesTs"),
-                "-o",
-                str(out),
-                "-d",
-                "990",
-                "-c",
-                "3d_fullres",
-            ),
-            *("-tr", TRAINER, "-p", PLANS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"),
-        ],
-        env,
-    )
-    images = sorted((planned_synthetic["raw"] / "imagesTs").glob("*_0000.nii.gz"))
-    assert images
-    for image in images:
-        predicted = sitk.ReadImage(str(out / image.name.replace("_0000.nii.gz", ".nii.gz")))
-        assert predicted.GetSize() == sitk.ReadImage(str(image)).GetSize()
-        assert set(np.unique(sitk.GetArrayFromImage(predicted))) <= {0, 1, 2}
+    predict_and_check(env, planned_synthetic["raw"], tmp_path / "prediction", TRAINER, PLANS)
 
 
 def _truncated(path: Path) -> None:
