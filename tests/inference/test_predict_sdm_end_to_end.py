@@ -132,6 +132,10 @@ def _other_geometry(image: sitk.Image) -> sitk.Image:
 
 
 def _predict(trained, out, *extra, command="nnunet-sdm", npp="1"):
+    return run(_predict_args(trained, out, *extra, command=command, npp=npp), trained["env"])
+
+
+def _predict_args(trained, out, *extra, command="nnunet-sdm", npp="1"):
     args = [nnunet_bin(command)] + (["predict"] if command == "nnunet-sdm" else [])
     args += [
         "-i",
@@ -156,7 +160,7 @@ def _predict(trained, out, *extra, command="nnunet-sdm", npp="1"):
         npp,
         *extra,
     ]
-    return run(args, trained["env"])
+    return args
 
 
 @pytest.fixture(scope="module")
@@ -292,31 +296,7 @@ def test_save_sdm_with_a_stock_trainer_stops_naming_it(predictions, tmp_path):
 def test_save_sdm_in_nnunets_sequential_path_is_a_clear_error(trained, tmp_path):
     import subprocess
 
-    args = [
-        nnunet_bin("nnunet-sdm"),
-        "predict",
-        "-i",
-        str(trained["inputs"]),
-        "-o",
-        str(tmp_path / "seq"),
-        "-d",
-        "990",
-        "-c",
-        "3d_fullres",
-        "-tr",
-        "nnUNetTrainerSDM",
-        "-p",
-        PLANS,
-        "-f",
-        "0",
-        "-device",
-        "cpu",
-        "-npp",
-        "0",
-        "-nps",
-        "0",
-        "--save-sdm",
-    ]
+    args = _predict_args(trained, tmp_path / "seq", "--save-sdm", npp="0")
     result = subprocess.run(args, env=trained["env"], capture_output=True, text=True)
     assert result.returncode != 0
     assert "--save-sdm needs nnU-Net's background export" in result.stderr + result.stdout
