@@ -87,8 +87,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     labels = args.labels or labels_from_dataset_json(args.dataset_json, args.gt_dir)
     summary = evaluate_folders(
-        args.gt_dir, args.pred_dir, labels, tolerances=tuple(args.tolerance), num_workers=args.np
+        args.gt_dir,
+        args.pred_dir,
+        labels,
+        tolerances=tuple(args.tolerance),
+        num_workers=args.np,
+        missing_predictions=args.missing_predictions,
     )
+    unpredicted = summary["references_without_prediction"]
+    if unpredicted:
+        how = "left out" if args.missing_predictions == "skip" else "scored as empty predictions"
+        print(
+            f"warning: {len(unpredicted)} reference(s) in {args.gt_dir} have no prediction and are {how}: "
+            f"{unpredicted}",
+            file=sys.stderr,
+        )
     out = Path(args.o or Path(args.pred_dir) / "summary_surface.json")
     write_summary(summary, out, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
@@ -233,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=int, nargs="+", default=None)
     p.add_argument("--dataset-json", default=None)
     p.add_argument("-np", type=int, default=2)
+    p.add_argument(
+        "--missing-predictions",
+        choices=("skip", "error", "empty"),  # evaluation.evaluate.MISSING_PREDICTIONS (tested)
+        default="skip",
+        help="references without a prediction: left out with a warning (skip, as nnU-Net does), an error, "
+        "or scored as empty predictions (empty: Dice 0, HD95 = image diagonal, as in a challenge)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("compare", help="compare prediction folders: markdown table + violin plots")

@@ -6,7 +6,8 @@ The summary has the shape of nnU-Net's ``summary.json``::
                           "metrics": {"1": {"Dice": ..., "HD95": ..., "ASSD": ..., "NSD@1.0mm": ...,
                                             "NSD@2.0mm": ..., "n_ref": ..., "n_pred": ...}, ...}}, ...],
      "mean": {"1": {metric: mean over cases}, ...},
-     "foreground_mean": {metric: mean over labels of "mean"}}
+     "foreground_mean": {metric: mean over labels of "mean"},
+     "references_without_prediction": [file names], "missing_predictions": "skip" | "error" | "empty"}
 
 Label keys are strings (as in nnU-Net's JSON); metric definitions and the empty-mask conventions are
 those of :mod:`nnunet_sdm.evaluation.surface`. Distances are in mm, from the reference image's spacing.
@@ -125,7 +126,7 @@ def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[sl
 
 def evaluate_case(
     gt_path: str | Path,
-    pred_path: str | Path,
+    pred_path: str | Path | None,
     labels: Iterable[int],
     tolerances: Sequence[float] = (1.0, 2.0),
 ) -> dict:
@@ -133,11 +134,16 @@ def evaluate_case(
 
     Images are read with SimpleITK; the spacing is the reference header's, in numpy axis order. Both
     images must have the same shape and spacing, and contain only 0 and the given labels.
+    ``pred_path=None`` scores a missing prediction as an empty one (``"prediction_file": None``).
     """
-    gt_path, pred_path = Path(gt_path), Path(pred_path)
+    gt_path = Path(gt_path)
     labels = _normalise_labels(labels)
     gt, spacing = _read(gt_path)
-    pred, pred_spacing = _read(pred_path)
+    if pred_path is None:
+        pred, pred_spacing = np.zeros_like(gt), spacing
+    else:
+        pred_path = Path(pred_path)
+        pred, pred_spacing = _read(pred_path)
     if gt.shape != pred.shape:
         raise ValueError(
             f"shape mismatch: prediction {pred_path} is {pred.shape} but reference {gt_path} is {gt.shape} "
@@ -154,7 +160,7 @@ def evaluate_case(
         unexpected = [v for v in unexpected if v not in allowed]
         if unexpected:
             raise ValueError(
-                f"case {pred_path.name}: the {role} {path} contains label values {unexpected} that are neither "
+                f"case {(pred_path or gt_path).name}: the {role} {path} contains label values {unexpected} that are neither "
                 f"background (0) nor among the evaluated labels {labels}"
             )
 
@@ -171,7 +177,8 @@ def evaluate_case(
         values["n_ref"] = int(np.count_nonzero(mask_gt))
         values["n_pred"] = int(np.count_nonzero(mask_pred))
         metrics[str(label)] = values
-    return {"reference_file": str(gt_path), "prediction_file": str(pred_path), "metrics": metrics}
+    prediction_file = None if pred_path is None else str(pred_path)
+    return {"reference_file": str(gt_path), "prediction_file": prediction_file, "metrics": metrics}
 
 
 def _evaluate_job(job: tuple) -> dict:
@@ -190,6 +197,9 @@ def _summarise(per_case: list[dict], labels: Sequence[int]) -> dict:
     return {"metric_per_case": per_case, "mean": mean, "foreground_mean": foreground_mean}
 
 
+MISSING_PREDICTIONS = ("skip", "error", "empty")
+
+
 def evaluate_folders(
     gt_dir: str | Path,
     pred_dir: str | Path,
@@ -198,12 +208,22 @@ def evaluate_folders(
     num_workers: int = 2,
     file_ending: str = ".nii.gz",
     progress: bool = True,
+    missing_predictions: str = "skip",
 ) -> dict:
     """Evaluate every ``*file_ending`` file of ``pred_dir`` against the file of the same name in ``gt_dir``.
 
     Returns the nnU-Net-shaped summary described in the module docstring; cases are sorted by name.
     ``num_workers <= 1`` evaluates in this process, otherwise in a spawn-started process pool.
+
+    References without a prediction are listed in ``references_without_prediction`` and, by
+    ``missing_predictions``, left out of the cases (``"skip"``, as nnU-Net's own evaluation does), an error
+    (``"error"``), or scored as empty predictions (``"empty"``: Dice 0 and HD95 = the image diagonal, as a
+    challenge scores a case without a submission).
     """
+    if missing_predictions not in MISSING_PREDICTIONS:
+        raise ValueError(
+            f"missing_predictions must be one of {MISSING_PREDICTIONS}, got {missing_predictions!r}"
+        )
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     labels = _normalise_labels(labels)
     for role, folder in (("reference", gt_dir), ("prediction", pred_dir)):
@@ -218,14 +238,29 @@ def evaluate_folders(
             f"{len(missing)} prediction(s) in {pred_dir} have no reference in {gt_dir}: {missing}"
         )
 
+    unpredicted = sorted(
+        p.name
+        for p in gt_dir.iterdir()
+        if p.is_file() and p.name.endswith(file_ending) and p.name not in files
+    )
+    if unpredicted and missing_predictions == "error":
+        raise FileNotFoundError(
+            f"{len(unpredicted)} reference(s) in {gt_dir} have no prediction in {pred_dir}: {unpredicted}"
+        )
+    scored_empty = unpredicted if missing_predictions == "empty" else []
     jobs = [(gt_dir / name, pred_dir / name, labels, tuple(tolerances)) for name in files]
+    jobs += [(gt_dir / name, None, labels, tuple(tolerances)) for name in scored_empty]
+    jobs.sort(key=lambda job: job[0].name)
     bar = {"total": len(jobs), "desc": "evaluating", "unit": "case", "disable": not progress}
     if num_workers <= 1 or len(jobs) == 1:
         per_case = [_evaluate_job(job) for job in tqdm(jobs, **bar)]
     else:
         with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
             per_case = list(tqdm(pool.imap(_evaluate_job, jobs), **bar))
-    return _summarise(per_case, labels)
+    summary = _summarise(per_case, labels)
+    summary["references_without_prediction"] = unpredicted
+    summary["missing_predictions"] = missing_predictions
+    return summary
 
 
 def _plain(value):
@@ -262,10 +297,10 @@ def write_summary(summary: dict, json_path: str | Path, csv_path: str | Path | N
         for label, values in case["metrics"].items():
             rows.append(
                 {
-                    "case": _case_name(case["prediction_file"]),
+                    "case": _case_name(case["reference_file"]),
                     "label": str(label),
                     "reference_file": case["reference_file"],
-                    "prediction_file": case["prediction_file"],
+                    "prediction_file": case["prediction_file"] or "",
                     **_plain(values),
                 }
             )

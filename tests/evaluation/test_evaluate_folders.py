@@ -107,7 +107,14 @@ def test_evaluate_folders_summary(folders, num_workers, tmp_path):
     summary = evaluate_folders(
         gt_dir, pred_dir, [1, 2], tolerances=(1.0,), num_workers=num_workers, progress=False
     )
-    assert set(summary) == {"metric_per_case", "mean", "foreground_mean"}
+    assert set(summary) == {
+        "metric_per_case",
+        "mean",
+        "foreground_mean",
+        "references_without_prediction",
+        "missing_predictions",
+    }
+    assert summary["references_without_prediction"] == []
     cases = summary["metric_per_case"]
     assert [c["prediction_file"].rsplit("/", 1)[-1] for c in cases] == [f"case_{i}.nii.gz" for i in range(3)]
     names = {"Dice", "HD95", "ASSD", "NSD@1.0mm", "n_ref", "n_pred"}

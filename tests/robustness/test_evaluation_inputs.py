@@ -68,13 +68,64 @@ def test_prediction_without_reference_is_an_error_naming_the_case(folders):
         evaluate_cli(gt, pred, "--dataset-json", str(dataset_json))
 
 
-def test_reference_without_prediction_is_left_out_of_the_summary(folders):
-    """Documented: every prediction file is evaluated against its reference; references alone are not cases."""
+def test_reference_without_prediction_is_left_out_of_the_summary_and_listed(folders):
+    """Default (as nnU-Net's own evaluation): the cases are the prediction files; the others are listed."""
     gt, pred, _ = folders
     (pred / "case_1.nii.gz").unlink()
     summary = evaluate_folders(gt, pred, [1, 2], num_workers=1, progress=False)
     cases = [c["prediction_file"].rsplit("/", 1)[-1] for c in summary["metric_per_case"]]
     assert cases == ["case_0.nii.gz", "case_2.nii.gz"]
+    assert summary["references_without_prediction"] == ["case_1.nii.gz"]
+    assert summary["mean"]["1"]["Dice"] == 1.0
+
+
+def test_reference_without_prediction_warns_on_the_command_line(folders, capsys):
+    gt, pred, dataset_json = folders
+    (pred / "case_1.nii.gz").unlink()
+    assert evaluate_cli(gt, pred, "--dataset-json", str(dataset_json)) == 0
+    assert "1 reference(s)" in capsys.readouterr().err
+    summary = json.loads((pred / "summary_surface.json").read_text())
+    assert summary["references_without_prediction"] == ["case_1.nii.gz"]
+
+
+def test_reference_without_prediction_is_an_error_when_asked(folders):
+    gt, pred, dataset_json = folders
+    (pred / "case_1.nii.gz").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"1 reference\(s\) in .* have no prediction .*case_1\.nii\.gz"
+    ):
+        evaluate_cli(gt, pred, "--dataset-json", str(dataset_json), "--missing-predictions", "error")
+    assert not (pred / "summary_surface.json").exists()
+
+
+def test_reference_without_prediction_scored_as_empty(folders):
+    """Challenge scoring: a case without a submission counts as an empty prediction."""
+    gt, pred, dataset_json = folders
+    (pred / "case_1.nii.gz").unlink()
+    assert evaluate_cli(gt, pred, "--dataset-json", str(dataset_json), "--missing-predictions", "empty") == 0
+    summary = json.loads((pred / "summary_surface.json").read_text())
+    cases = {c["reference_file"].rsplit("/", 1)[-1]: c for c in summary["metric_per_case"]}
+    assert sorted(cases) == ["case_0.nii.gz", "case_1.nii.gz", "case_2.nii.gz"]
+    assert cases["case_1.nii.gz"]["prediction_file"] is None
+    for label in ("1", "2"):
+        empty = cases["case_1.nii.gz"]["metrics"][label]
+        assert empty["Dice"] == 0.0 and empty["n_pred"] == 0
+        assert empty["HD95"] == pytest.approx(DIAGONAL) and empty["ASSD"] == pytest.approx(DIAGONAL)
+        assert summary["mean"][label]["Dice"] == pytest.approx(2 / 3)
+    rows = (pred / "summary_surface.csv").read_text().splitlines()
+    assert sum(row.startswith("case_1,") for row in rows) == 2
+
+
+def test_missing_predictions_choices_agree_with_the_library(folders):
+    from nnunet_sdm.cli import build_parser
+    from nnunet_sdm.evaluation.evaluate import MISSING_PREDICTIONS
+
+    gt, pred, _ = folders
+    with pytest.raises(ValueError, match="missing_predictions must be one of"):
+        evaluate_folders(gt, pred, [1, 2], num_workers=1, progress=False, missing_predictions="zero")
+    evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    (action,) = [a for a in evaluate._actions if a.dest == "missing_predictions"]
+    assert tuple(action.choices) == MISSING_PREDICTIONS
 
 
 def test_missing_prediction_file_for_evaluate_case_is_named(folders):
