@@ -1,7 +1,9 @@
 """Distance-derived target and penalty maps: Li et al.'s NI-DM and Calivá et al.'s penalty map Phi.
 
-Both are computed on the CPU (``edt`` for the distances, ``cc3d`` for connected components); torch
-inputs are copied to the CPU and the result is returned as a tensor on the input's device.
+NI-DM needs connected components (``cc3d``), so it is computed on the CPU (``edt`` for the distances);
+torch inputs are copied to the CPU and the result is returned as a tensor on the input's device.
+Phi has the backends of ``signed_distance``: with ``backend="auto"`` a tensor on an accelerator stays
+there (exact torch EDT, no host round trip); numpy arrays and CPU tensors use ``edt``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from collections.abc import Sequence
 
 import cc3d
 import numpy as np
+import torch
 
 from ._common import (
     ArrayLike,
     as_numpy,
     batched_flag,
     check_array,
+    check_backend,
     check_classes,
     check_spacing,
     check_spatial_shape,
@@ -30,18 +34,25 @@ __all__ = ["ni_dm", "caliva_penalty"]
 _CONNECTIVITIES = {2: (4, 8), 3: (6, 18, 26)}
 
 
-def _prepare(labels: ArrayLike, spacing: Sequence[float], classes: Sequence[int]):
-    """Shared argument checks; returns (labels as batched numpy, back-converter, batched, spacing, classes)."""
+def _check_inputs(
+    labels: ArrayLike, spacing: Sequence[float], classes: Sequence[int]
+) -> tuple[bool, tuple[float, ...], tuple[int, ...]]:
+    """Shared argument checks; returns (batched, spacing, classes)."""
     check_array(labels, "labels")
     spacing_t = check_spacing(spacing)
     classes_t = check_classes(classes)
     if not is_integer_or_bool(labels):
         raise ValueError(f"labels must have an integer or bool dtype (a label map), got {labels.dtype}")
     batched = batched_flag(labels, "labels", len(spacing_t), "(*spatial)", f"a {len(spacing_t)}-D spacing")
+    check_spatial_shape(tuple(labels.shape[1:] if batched else labels.shape), "labels")
+    return batched, spacing_t, classes_t
+
+
+def _prepare(labels: ArrayLike, spacing: Sequence[float], classes: Sequence[int]):
+    """Checked arguments; returns (labels as batched numpy, back-converter, batched, spacing, classes)."""
+    batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
     lab, back = as_numpy(labels)
-    lab = lab if batched else lab[None]
-    check_spatial_shape(lab.shape[1:], "labels")
-    return lab, back, batched, spacing_t, classes_t
+    return (lab if batched else lab[None]), back, batched, spacing_t, classes_t
 
 
 def ni_dm(
@@ -144,12 +155,42 @@ def _inverted(dist: np.ndarray, region: np.ndarray) -> np.ndarray:
     return out
 
 
+def _inverted_torch(dist: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """``_inverted`` for every ``(b, c)`` channel of ``(B, C, *spatial)`` tensors at once."""
+    flat_d, flat_r = dist.flatten(2), region.flatten(2)
+    view = tuple(dist.shape[:2]) + (1,) * (dist.ndim - 2)
+    hi = torch.where(flat_r, flat_d, -torch.inf).amax(-1).view(view)
+    lo = torch.where(flat_r, flat_d, torch.inf).amin(-1).view(view)
+    span = hi - lo
+    # span == 0: all voxels equally far -> 1; span -inf: empty region, masked to 0 below
+    value = torch.where(span > 0, (hi - dist) / torch.where(span > 0, span, 1.0), 1.0)
+    return torch.where(region, value, 0.0)
+
+
+def _caliva_penalty_torch(sdm: torch.Tensor, per_class: bool) -> torch.Tensor:
+    """Phi from ``(B, K, *spatial)`` SDMs on their device; the same rules as the numpy path."""
+    inside = sdm < 0
+    spatial_dims = tuple(range(2, sdm.ndim))
+    present = inside.any(dim=spatial_dims, keepdim=True)  # (B, K, 1...)
+    has_boundary = ~inside.all(dim=spatial_dims, keepdim=True)
+    inside_part = _inverted_torch(-sdm, inside & has_boundary)
+    if per_class:
+        out = inside_part + _inverted_torch(sdm, ~inside & present)
+    else:
+        union = inside.any(dim=1, keepdim=True)
+        any_present = present.any(dim=1, keepdim=True)
+        outside = _inverted_torch(sdm.amin(dim=1, keepdim=True), ~union & any_present)
+        out = inside_part.sum(dim=1, keepdim=True) + outside
+    return out.clamp_(0.0, 1.0)
+
+
 def caliva_penalty(
     labels: ArrayLike,
     spacing: Sequence[float],
     classes: Sequence[int],
     *,
     per_class: bool = False,
+    backend: str = "auto",
 ) -> ArrayLike:
     """Distance-map penalty ``Phi`` of Calivá et al. 2019 (section 2, used as ``(1 + Phi)`` in eq. 2).
 
@@ -178,14 +219,25 @@ def caliva_penalty(
         classes: distinct (foreground) label values.
         per_class: if True, return one map per class instead: inside part of class ``c`` plus the
             outside part computed w.r.t. class ``c`` alone (distance to the nearest voxel of ``c``).
+        backend: ``"auto"``, ``"edt"`` or ``"torch"`` as in ``signed_distance``: ``"auto"`` keeps a
+            tensor on an accelerator on its device (exact torch EDT, no copy to the host).
 
     Returns:
         float32 in [0, 1], shape ``(1, *spatial)`` (``(len(classes), *spatial)`` if ``per_class``), with a
         leading ``B`` axis if ``labels`` is batched; same container (and device) as ``labels``.
     """
-    lab, back, batched, spacing_t, classes_t = _prepare(labels, spacing, classes)
+    check_backend(backend)
     if not isinstance(per_class, bool):
         raise ValueError(f"per_class must be a bool, got {per_class!r}")
+    on_device = isinstance(labels, torch.Tensor) and labels.device.type != "cpu"
+    if backend == "torch" or (backend == "auto" and on_device):
+        batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
+        lab_t = torch.as_tensor(labels)
+        sdm_t = signed_distance(lab_t if batched else lab_t[None], spacing_t, classes_t, backend="torch")
+        out_t = _caliva_penalty_torch(sdm_t, per_class)
+        out_t = out_t if batched else out_t[0]
+        return out_t if isinstance(labels, torch.Tensor) else out_t.numpy()
+    lab, back, batched, spacing_t, classes_t = _prepare(labels, spacing, classes)
     sdm = signed_distance(lab, spacing_t, classes_t, backend="edt")  # (B, K, *spatial), |sdm| <= D
     n_out = len(classes_t) if per_class else 1
     out = np.zeros((lab.shape[0], n_out) + lab.shape[1:], dtype=np.float32)

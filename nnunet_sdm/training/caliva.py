@@ -12,8 +12,8 @@ It is computed per deep-supervision scale from that scale's augmented labels wit
   classes, batch Dice from the plans, smooth 1e-5) + eq. 2, i.e. nnU-Net's Dice + CE with the CE
   penalised -- the paper benchmarks the penalty against Dice; this variant shows it on nnU-Net's loss.
 
-``caliva_penalty`` runs on the CPU (edt): the labels are copied to the CPU and Phi comes back as a tensor
-on the training device.
+``caliva_penalty`` runs where the labels are: on an accelerator with the exact torch EDT (no host round
+trip per step and scale), on the CPU with ``edt``.
 """
 
 from __future__ import annotations

@@ -151,3 +151,39 @@ def test_caliva_edge_cases():
     assert phi2d.shape == (1, 7, 8)
     with pytest.raises(ValueError, match="per_class must be a bool"):
         caliva_penalty(labels, (1.0, 1.0, 1.0), [1], per_class=1)
+
+
+# --- Phi on the tensor's device (torch backend) --------------------------------------------------------
+def _caliva_cases(make_blobs):
+    rng = np.random.default_rng(5)
+    blobs = np.stack([make_blobs(rng, (10, 18, 14), (2.5, 0.8, 0.8), n_classes=2) for _ in range(3)])
+    blobs[1][blobs[1] == 2] = 0  # class 2 absent from member 1
+    edge = np.zeros((3, 6, 7, 8), dtype=np.int16)
+    edge[0, 3] = 1  # 1-voxel-thin plane
+    edge[2] = 2  # a class fills member 2; member 1 empty
+    return [(blobs, (2.5, 0.8, 0.8)), (edge, (2.0, 1.0, 1.0)), (blobs[0, 4], (0.8, 0.8))]
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_caliva_torch_backend_equals_edt_backend(make_blobs, per_class):
+    for labels, spacing in _caliva_cases(make_blobs):
+        expected = caliva_penalty(labels, spacing, [1, 2], per_class=per_class, backend="edt")
+        on_torch = caliva_penalty(
+            torch.from_numpy(labels), spacing, [1, 2], per_class=per_class, backend="torch"
+        )
+        assert isinstance(on_torch, torch.Tensor) and on_torch.dtype == torch.float32
+        np.testing.assert_allclose(on_torch.numpy(), expected, atol=2e-6)
+        from_numpy = caliva_penalty(labels, spacing, [1, 2], per_class=per_class, backend="torch")
+        assert isinstance(from_numpy, np.ndarray)
+        np.testing.assert_allclose(from_numpy, expected, atol=2e-6)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        caliva_penalty(labels, spacing, [1], backend="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_caliva_auto_backend_stays_on_the_gpu(make_blobs):
+    labels, spacing = _caliva_cases(make_blobs)[0]
+    on_gpu = torch.from_numpy(labels).to("cuda")
+    phi = caliva_penalty(on_gpu, spacing, [1, 2])
+    assert phi.device == on_gpu.device
+    np.testing.assert_allclose(phi.cpu().numpy(), caliva_penalty(labels, spacing, [1, 2]), atol=2e-6)
