@@ -770,6 +770,22 @@ def _write_state(paths: TrainerPaths, state: dict) -> None:
 EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
 
 
+CURVE_KEYS = ("mean_fg_dice", "ema_fg_dice", "train_losses", "val_losses")
+
+
+def training_curves(checkpoint: Path) -> dict[str, list[float]]:
+    """Per-epoch curves of nnU-Net's logger (``checkpoint["logging"]``): the validation pseudo Dice (mean
+    over the foreground classes, and nnU-Net's EMA of it) and the train / validation losses."""
+    import torch
+
+    logging = torch.load(checkpoint, map_location="cpu", weights_only=False).get("logging") or {}
+    return {key: [float(v) for v in logging.get(key, [])] for key in CURVE_KEYS}
+
+
+def first_epoch_reaching(values: list[float], threshold: float) -> int | None:
+    return next((epoch for epoch, v in enumerate(values) if v >= threshold), None)
+
+
 def epoch_times(model: Path) -> list[float]:
     """Seconds per epoch, from nnU-Net's training logs in the fold folder (all of them, oldest first)."""
     times: list[float] = []
@@ -987,6 +1003,7 @@ def results_dict(settings: Settings, data: Data, comparison, manifest: dict, sta
         if times:
             timing["epochs_logged"] = len(times)
             timing["median_epoch_seconds"] = float(np.median(times[1:] if len(times) > 1 else times))
+        curves = training_curves(paths.checkpoint_final) if paths.checkpoint_final.is_file() else {}
         trainers[method] = {
             "model": str(paths.model),
             "predictions": str(paths.predictions),
@@ -995,6 +1012,7 @@ def results_dict(settings: Settings, data: Data, comparison, manifest: dict, sta
             "foreground_mean": foreground,
             "ratio_to_nnUNetTrainer": ratios.get(method),
             "timing": timing,
+            "training_curves": curves,
             "per_case": {
                 str(label): {
                     m: [_finite(v) for v in comparison.values[method][label][m]] for m in comparison.metrics
@@ -1069,6 +1087,27 @@ def results_markdown(results: dict, table: str) -> str:
     else:
         lines += [f"(no ratios: {STOCK} is not among the trainers)", ""]
     lines += [
+        "## Validation pseudo Dice during training",
+        "",
+        "nnU-Net's own per-epoch pseudo Dice on the fold's validation cases (patches, not the test cases; "
+        "mean over the foreground classes): "
+        "first epoch at which it reached 0.5, its last value, and the last value of nnU-Net's EMA of it.",
+        "",
+        "| Trainer | first epoch ≥ 0.5 | last | last EMA |",
+        "|---|---:|---:|---:|",
+    ]
+    for trainer, entry in results["trainers"].items():
+        curves = entry.get("training_curves") or {}
+        dice, ema = curves.get("mean_fg_dice") or [], curves.get("ema_fg_dice") or []
+        reached = first_epoch_reaching(dice, 0.5)
+        cells = [
+            "never" if reached is None else str(reached),
+            f"{dice[-1]:.3f}" if dice else "-",
+            f"{ema[-1]:.3f}" if ema else "-",
+        ]
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    lines += [
+        "",
         "## Time per trainer (s)",
         "",
         "| Trainer | train | median epoch | predict | evaluate |",
@@ -1116,7 +1155,39 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
         note(f"wrote {settings.out / 'results.png'}")
     except Exception as error:  # a missing plotting backend must not lose the tables
         note(f"no violin plot: {error!r}")
+    try:
+        plot_training_curves(results, settings.out / "training_curves.png")
+        note(f"wrote {settings.out / 'training_curves.png'}")
+    except Exception as error:
+        note(f"no training-curve plot: {error!r}")
     return results
+
+
+def plot_training_curves(results: dict, out_png: Path) -> Path:
+    """Validation pseudo Dice (and nnU-Net's EMA of it) per epoch, one line per trainer."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (trainer, entry) in enumerate(results["trainers"].items()):
+        curves = entry.get("training_curves") or {}
+        colour = f"C{i}"
+        if curves.get("mean_fg_dice"):
+            ax.plot(curves["mean_fg_dice"], color=colour, alpha=0.35, linewidth=1)
+        if curves.get("ema_fg_dice"):
+            ax.plot(curves["ema_fg_dice"], color=colour, linewidth=2, label=trainer)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation pseudo Dice (mean over classes)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("thick: nnU-Net's EMA; thin: per epoch", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=150)
+    plt.close(fig)
+    return out_png
 
 
 # ----------------------------------------------------------------------------------------------------

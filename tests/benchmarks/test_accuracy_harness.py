@@ -127,6 +127,10 @@ def test_results_json_has_per_class_stats_ratios_and_timings(benchmark):
             assert all(isinstance(v, float) and v > 0 for v in ratios[key].values())
         assert entry["timing"]["train_seconds"] > 0 and entry["timing"]["predict_seconds"] > 0
         assert entry["timing"]["epochs_logged"] == 1
+        curves = entry["training_curves"]
+        assert set(curves) == {"mean_fg_dice", "ema_fg_dice", "train_losses", "val_losses"}
+        assert all(len(values) == 1 and isinstance(values[0], float) for values in curves.values())
+        assert 0.0 <= curves["mean_fg_dice"][0] <= 1.0
     stock = results["trainers"]["nnUNetTrainer"]["ratio_to_nnUNetTrainer"]
     assert all(v == pytest.approx(1.0) for r in stock.values() for v in r.values())
 
@@ -148,6 +152,13 @@ def test_results_md_has_a_row_per_class_and_metric_and_the_ratio_table(benchmark
     assert stock_row.count("1.00") == 6
     assert any(line.startswith("| nnUNetTrainerSDM | ") and "n/a" not in line for line in lines)
     assert (out / "results.png").stat().st_size > 10_000
+    assert (out / "training_curves.png").stat().st_size > 10_000
+    assert "## Validation pseudo Dice during training" in lines
+    curve_rows = [line for line in lines if line.startswith(("| nnUNetTrainer | ", "| nnUNetTrainerSDM | "))]
+    assert any(
+        line.count("|") == 5 and ("never" in line or line.split("|")[2].strip().isdigit())
+        for line in curve_rows
+    )
     assert "already finished" not in benchmark["stdout"]
     assert "epoch 0: train_loss" in benchmark["stdout"]
 

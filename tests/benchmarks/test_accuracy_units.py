@@ -182,3 +182,9 @@ def test_epoch_summary_condenses_nnunet_log_lines():
     ]
     printed = [p for p in map(summary, lines) if p]
     assert printed == ["epoch 3: train_loss -0.5, val_loss -0.4, pseudo dice [0.81, nan], 12.5 s"]
+
+
+def test_first_epoch_reaching_a_pseudo_dice():
+    assert acc.first_epoch_reaching([0.0, 0.2, 0.5, 0.4, 0.9], 0.5) == 2
+    assert acc.first_epoch_reaching([0.0, 0.49], 0.5) is None
+    assert acc.first_epoch_reaching([], 0.5) is None
