@@ -1,9 +1,9 @@
 """Distance-derived target and penalty maps: Li et al.'s NI-DM and Calivá et al.'s penalty map Phi.
 
-NI-DM needs connected components (``cc3d``), so it is computed on the CPU (``edt`` for the distances);
-torch inputs are copied to the CPU and the result is returned as a tensor on the input's device.
-Phi has the backends of ``signed_distance``: with ``backend="auto"`` a tensor on an accelerator stays
-there (exact torch EDT, no host round trip); numpy arrays and CPU tensors use ``edt``.
+Both have the backends of ``signed_distance``; with ``backend="auto"`` numpy arrays and CPU tensors use
+``edt`` and a tensor on an accelerator stays there (exact torch EDT).  NI-DM also needs the connected
+components, which ``cc3d`` labels on the CPU: on the torch path only the labels go to the host and the
+component ids come back; distances and per-component maxima are computed on the device.
 """
 
 from __future__ import annotations
@@ -48,11 +48,55 @@ def _check_inputs(
     return batched, spacing_t, classes_t
 
 
+def _uses_torch(labels: ArrayLike, backend: str) -> bool:
+    on_device = isinstance(labels, torch.Tensor) and labels.device.type != "cpu"
+    return backend == "torch" or (backend == "auto" and on_device)
+
+
 def _prepare(labels: ArrayLike, spacing: Sequence[float], classes: Sequence[int]):
     """Checked arguments; returns (labels as batched numpy, back-converter, batched, spacing, classes)."""
     batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
     lab, back = as_numpy(labels)
     return (lab if batched else lab[None]), back, batched, spacing_t, classes_t
+
+
+def _class_codes(lab: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """``k + 1`` where ``lab == classes[k]``, 0 elsewhere (the input of one multi-label cc3d pass)."""
+    codes = np.zeros(lab.shape, dtype=np.uint16 if len(classes) < 65535 else np.uint32)
+    for k, value in enumerate(classes):
+        codes[lab == value] = k + 1
+    return codes
+
+
+def _ni_dm_torch(
+    labels: torch.Tensor,
+    spacing: tuple[float, ...],
+    classes: tuple[int, ...],
+    connectivity: int,
+    offset: float,
+) -> torch.Tensor:
+    """NI-DM of batched ``(B, *spatial)`` labels on their device; components from cc3d on the host."""
+    lab_host = labels.detach().cpu().numpy()
+    components = np.zeros(lab_host.shape, dtype=np.int64)
+    n_total = 0
+    for b in range(lab_host.shape[0]):  # ids unique over the batch: one scatter for all members
+        comp, n = cc3d.connected_components(
+            _class_codes(lab_host[b], classes), connectivity=connectivity, return_N=True
+        )
+        components[b] = np.where(comp > 0, comp.astype(np.int64) + n_total, 0)
+        n_total += n
+    components_t = torch.from_numpy(components).to(labels.device)
+    sdm = signed_distance(labels, spacing, classes, backend="torch")  # (B, K, *spatial)
+    inside = sdm < 0
+    depth = torch.where(inside, -sdm, 0.0).sum(dim=1)  # D(x) of the voxel's own class (classes disjoint)
+    comp_max = torch.zeros(n_total + 1, dtype=depth.dtype, device=depth.device)
+    comp_max.scatter_reduce_(0, components_t.flatten(), depth.flatten(), reduce="amax")
+    m = comp_max[components_t]
+    phi = torch.where(components_t > 0, (m + offset - depth) / torch.where(m > 0, m, 1.0), 0.0)
+    out = torch.where(inside, phi.unsqueeze(1), 0.0)
+    filled = inside.flatten(2).all(dim=-1).view(inside.shape[:2] + (1,) * (inside.ndim - 2))
+    out = torch.where(filled, 1.0, out)  # no boundary in the array
+    return out.clamp_(0.0, 1.0)
 
 
 def ni_dm(
@@ -62,6 +106,7 @@ def ni_dm(
     *,
     connectivity: int | None = None,
     offset: float | None = None,
+    backend: str = "auto",
 ) -> ArrayLike:
     """Normalised inverse distance map (NI-DM) of Li et al., eq. 1, per class and connected component.
 
@@ -90,13 +135,15 @@ def ni_dm(
         classes: distinct label values, one output channel each.
         connectivity: component connectivity, 3D 6/18/26, 2D 4/8; default full (26 / 8).
         offset: the "+1" of eq. 1 in mm, finite and > 0; default ``min(spacing)``.
+        backend: ``"auto"``, ``"edt"`` or ``"torch"`` (module docstring).
 
     Returns:
         float32 in [0, 1], shape ``(len(classes), *spatial)`` or ``(B, len(classes), *spatial)``, same
         container (and device) as ``labels``.  (Clipped to [0, 1]; this only bites for an ``offset``
         larger than ``min(spacing)``, where boundary voxels would exceed 1.)
     """
-    lab, back, batched, spacing_t, classes_t = _prepare(labels, spacing, classes)
+    check_backend(backend)
+    batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
     nd = len(spacing_t)
     if connectivity is None:
         connectivity = _CONNECTIVITIES[nd][-1]
@@ -111,15 +158,21 @@ def ni_dm(
         or offset <= 0
     ):
         raise ValueError(f"offset must be a finite number of mm > 0, got {offset!r}")
+    if _uses_torch(labels, backend):
+        lab_t = torch.as_tensor(labels)
+        out_t = _ni_dm_torch(lab_t if batched else lab_t[None], spacing_t, classes_t, connectivity, offset)
+        out_t = out_t if batched else out_t[0]
+        return out_t if isinstance(labels, torch.Tensor) else out_t.numpy()
 
+    lab, back = as_numpy(labels)
+    lab = lab if batched else lab[None]
     sdm = signed_distance(lab, spacing_t, classes_t, backend="edt")  # (B, K, *spatial)
     out = np.zeros(sdm.shape, dtype=np.float32)
     for b in range(lab.shape[0]):
         inside = sdm[b] < 0  # (K, *spatial), classes are disjoint
-        codes = np.zeros(lab.shape[1:], dtype=np.uint16 if len(classes_t) < 65535 else np.uint32)
+        codes = _class_codes(lab[b], classes_t)
         depth = np.zeros(lab.shape[1:], dtype=np.float32)  # D(x) of the voxel's own class
         for k in range(len(classes_t)):
-            codes[inside[k]] = k + 1
             np.negative(sdm[b, k], out=depth, where=inside[k])
         # one pass labels the components of all classes (different codes are never connected)
         components, n = cc3d.connected_components(codes, connectivity=connectivity, return_N=True)
@@ -229,8 +282,7 @@ def caliva_penalty(
     check_backend(backend)
     if not isinstance(per_class, bool):
         raise ValueError(f"per_class must be a bool, got {per_class!r}")
-    on_device = isinstance(labels, torch.Tensor) and labels.device.type != "cpu"
-    if backend == "torch" or (backend == "auto" and on_device):
+    if _uses_torch(labels, backend):
         batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
         lab_t = torch.as_tensor(labels)
         sdm_t = signed_distance(lab_t if batched else lab_t[None], spacing_t, classes_t, backend="torch")

@@ -2,8 +2,8 @@
 
 The segmentation network (M-Net) is nnU-Net's, with its segmentation head only; targets are the
 NI-DM of eq. 1 (per foreground class and connected component, in [0, 1], 1 on the boundary, 0
-outside the class; :func:`nnunet_sdm.distance.ni_dm`, computed with ``edt`` on the CPU from the
-augmented labels of the train step and returned on the training device). The paper's ablations
+outside the class; :func:`nnunet_sdm.distance.ni_dm` of the augmented labels of the train step, on the
+training device; only the connected components are labelled on the CPU). The paper's ablations
 (Tables 1 and 2) combine three terms, never cross-entropy:
 
 - ``nnUNetTrainerMapDice``: ``L_MapDice`` (eq. 2) alone, the paper's baseline "MNet + L_MapDice";
@@ -142,7 +142,7 @@ class nnUNetTrainerLiBase(nnUNetTrainerDistanceBase):
         return SoftDiceLoss(batch_dice=batch_dice, ddp=self.is_ddp, smooth=self.dice_smooth)
 
     def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
-        """NI-DM (eq. 1) per foreground class, (B, K, *spatial) on the labels' device (computed on the CPU)."""
+        """NI-DM (eq. 1) per foreground class, (B, K, *spatial) on the labels' device."""
         return ni_dm(labels, spacing, self.foreground_labels, offset=self.ni_dm_offset)
 
     def needs_distance_target(self, full_resolution: bool) -> bool:

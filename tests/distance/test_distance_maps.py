@@ -187,3 +187,29 @@ def test_caliva_auto_backend_stays_on_the_gpu(make_blobs):
     phi = caliva_penalty(on_gpu, spacing, [1, 2])
     assert phi.device == on_gpu.device
     np.testing.assert_allclose(phi.cpu().numpy(), caliva_penalty(labels, spacing, [1, 2]), atol=2e-6)
+
+
+@pytest.mark.parametrize("neighbours", ["full", "faces"])
+def test_ni_dm_torch_backend_equals_edt_backend(make_blobs, neighbours):
+    for labels, spacing in _caliva_cases(make_blobs):
+        conn = None if neighbours == "full" else {2: 4, 3: 6}[len(spacing)]
+        for offset in (None, 1.5):
+            expected = ni_dm(labels, spacing, [1, 2], connectivity=conn, offset=offset, backend="edt")
+            on_torch = ni_dm(
+                torch.from_numpy(labels), spacing, [1, 2], connectivity=conn, offset=offset, backend="torch"
+            )
+            assert isinstance(on_torch, torch.Tensor) and on_torch.dtype == torch.float32
+            np.testing.assert_allclose(on_torch.numpy(), expected, atol=2e-6)
+            from_numpy = ni_dm(labels, spacing, [1, 2], connectivity=conn, offset=offset, backend="torch")
+            np.testing.assert_allclose(from_numpy, expected, atol=2e-6)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ni_dm(labels, spacing, [1], backend="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ni_dm_auto_backend_stays_on_the_gpu(make_blobs):
+    labels, spacing = _caliva_cases(make_blobs)[0]
+    on_gpu = torch.from_numpy(labels).to("cuda")
+    phi = ni_dm(on_gpu, spacing, [1, 2])
+    assert phi.device == on_gpu.device
+    np.testing.assert_allclose(phi.cpu().numpy(), ni_dm(labels, spacing, [1, 2]), atol=2e-6)
