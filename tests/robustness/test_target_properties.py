@@ -83,25 +83,42 @@ def test_truncate_is_in_minus_one_one_and_keeps_the_sign(case, tau, dtype):
 
 
 @SETTINGS
-@given(cases(), st.sampled_from([None, 0.1, 1.0, 7.0]), st.sampled_from(["numpy", "torch"]))
-def test_ni_dm_is_in_zero_one_and_zero_exactly_outside_the_class(case, offset, container):
-    phi = as_tensor(ni_dm(labels_as(case, container), case.spacing, case.classes, offset=offset))
+@given(
+    cases(),
+    st.sampled_from([None, 0.1, 1.0, 7.0]),
+    st.sampled_from(["numpy", "torch"]),
+    st.sampled_from(["edt", "torch"]),
+)
+def test_ni_dm_is_in_zero_one_and_zero_exactly_outside_the_class(case, offset, container, backend):
+    phi = as_tensor(
+        ni_dm(labels_as(case, container), case.spacing, case.classes, offset=offset, backend=backend)
+    )
     assert phi.dtype == torch.float32 and torch.isfinite(phi).all()
     assert ((phi >= 0) & (phi <= 1)).all()
     inside = case.onehot.bool()
     assert (phi[~inside] == 0).all() and (phi[inside] > 0).all()
+    other = "edt" if backend == "torch" else "torch"
+    twin = as_tensor(ni_dm(case.labels, case.spacing, case.classes, offset=offset, backend=other))
+    torch.testing.assert_close(phi, twin, atol=2e-6, rtol=0)
 
 
 @SETTINGS
-@given(cases(), st.booleans(), st.sampled_from(["numpy", "torch"]))
-def test_caliva_penalty_is_in_zero_one(case, per_class, container):
+@given(cases(), st.booleans(), st.sampled_from(["numpy", "torch"]), st.sampled_from(["edt", "torch"]))
+def test_caliva_penalty_is_in_zero_one(case, per_class, container, backend):
     phi = as_tensor(
-        caliva_penalty(labels_as(case, container), case.spacing, case.classes, per_class=per_class)
+        caliva_penalty(
+            labels_as(case, container), case.spacing, case.classes, per_class=per_class, backend=backend
+        )
     )
     channels = case.num_classes if per_class else 1
     assert phi.shape == (case.labels.shape[0], channels, *case.labels.shape[1:])
     assert phi.dtype == torch.float32 and torch.isfinite(phi).all()
     assert ((phi >= 0) & (phi <= 1)).all()
+    other = "edt" if backend == "torch" else "torch"
+    twin = as_tensor(
+        caliva_penalty(case.labels, case.spacing, case.classes, per_class=per_class, backend=other)
+    )
+    torch.testing.assert_close(phi, twin, atol=2e-6, rtol=0)
 
 
 @SETTINGS
