@@ -76,6 +76,17 @@ def format_table(results: dict[str, dict], label_names: dict[int, str]) -> str:
             name = label_names.get(int(label), str(label))
             cells = " | ".join(f"{values[m]:.3f}" for m in metrics)
             lines.append(f"| {trainer} | {name} | {cells} |")
+    unlearned = [
+        label_names.get(int(label), str(label))
+        for label in next(iter(results.values()))["mean"]
+        if all(summary["mean"][label]["Dice"] == 0 for summary in results.values())
+    ]
+    if unlearned:
+        lines.append(
+            f"\nnot learned by any trainer within this budget: {', '.join(unlearned)} (Dice 0). Small "
+            "structures stay at Dice 0 for nnU-Net's first few hundred iterations; give the demo a longer "
+            "budget (--epochs, --iterations) to see them."
+        )
     return "\n".join(lines)
 
 
