@@ -26,7 +26,9 @@ run continues where it stopped when started again with the same arguments):
    ``nnunet_sdm.evaluation``), written per trainer as ``summary_surface.json`` beside its predictions.
 7. **Compare**: ``results.json`` (settings, timings, per-class mean/sd/n, per-case values, ratios),
    ``results.md`` (per class and metric mean +- sd for every trainer, best in bold; the ratio of each
-   trainer's HD95 and ASSD to ``nnUNetTrainer``'s) and ``results.png`` (violins).
+   trainer's HD95 and ASSD to ``nnUNetTrainer``'s, when each trainer's validation pseudo Dice reached 0.5)
+   and ``results.png`` (violins), ``training_curves.png`` (validation pseudo Dice per epoch, from nnU-Net's
+   logger in ``checkpoint_final.pth``).
 
 A trainer counts as finished when its ``checkpoint_final.pth``, a prediction for every test case and an
 up-to-date ``summary_surface.json`` exist; it is then neither trained nor predicted again. The settings
