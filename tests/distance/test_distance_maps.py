@@ -153,8 +153,8 @@ def test_caliva_edge_cases():
         caliva_penalty(labels, (1.0, 1.0, 1.0), [1], per_class=1)
 
 
-# --- Phi on the tensor's device (torch backend) --------------------------------------------------------
-def _caliva_cases(make_blobs):
+# --- both maps on the tensor's device (torch backend) -------------------------------------------------
+def _target_cases(make_blobs):
     rng = np.random.default_rng(5)
     blobs = np.stack([make_blobs(rng, (10, 18, 14), (2.5, 0.8, 0.8), n_classes=2) for _ in range(3)])
     blobs[1][blobs[1] == 2] = 0  # class 2 absent from member 1
@@ -164,52 +164,38 @@ def _caliva_cases(make_blobs):
     return [(blobs, (2.5, 0.8, 0.8)), (edge, (2.0, 1.0, 1.0)), (blobs[0, 4], (0.8, 0.8))]
 
 
+def _assert_torch_backend_equals_edt(target, labels, spacing, **kwargs) -> None:
+    """The torch backend gives the edt backend's map, for a tensor (as a tensor) and for numpy (as numpy)."""
+    expected = target(labels, spacing, [1, 2], backend="edt", **kwargs)
+    on_torch = target(torch.from_numpy(labels), spacing, [1, 2], backend="torch", **kwargs)
+    assert isinstance(on_torch, torch.Tensor) and on_torch.dtype == torch.float32
+    np.testing.assert_allclose(on_torch.numpy(), expected, atol=2e-6)
+    from_numpy = target(labels, spacing, [1, 2], backend="torch", **kwargs)
+    assert isinstance(from_numpy, np.ndarray)
+    np.testing.assert_allclose(from_numpy, expected, atol=2e-6)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        target(labels, spacing, [1], backend="gpu")
+
+
 @pytest.mark.parametrize("per_class", [False, True])
 def test_caliva_torch_backend_equals_edt_backend(make_blobs, per_class):
-    for labels, spacing in _caliva_cases(make_blobs):
-        expected = caliva_penalty(labels, spacing, [1, 2], per_class=per_class, backend="edt")
-        on_torch = caliva_penalty(
-            torch.from_numpy(labels), spacing, [1, 2], per_class=per_class, backend="torch"
-        )
-        assert isinstance(on_torch, torch.Tensor) and on_torch.dtype == torch.float32
-        np.testing.assert_allclose(on_torch.numpy(), expected, atol=2e-6)
-        from_numpy = caliva_penalty(labels, spacing, [1, 2], per_class=per_class, backend="torch")
-        assert isinstance(from_numpy, np.ndarray)
-        np.testing.assert_allclose(from_numpy, expected, atol=2e-6)
-    with pytest.raises(ValueError, match="backend must be one of"):
-        caliva_penalty(labels, spacing, [1], backend="gpu")
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_caliva_auto_backend_stays_on_the_gpu(make_blobs):
-    labels, spacing = _caliva_cases(make_blobs)[0]
-    on_gpu = torch.from_numpy(labels).to("cuda")
-    phi = caliva_penalty(on_gpu, spacing, [1, 2])
-    assert phi.device == on_gpu.device
-    np.testing.assert_allclose(phi.cpu().numpy(), caliva_penalty(labels, spacing, [1, 2]), atol=2e-6)
+    for labels, spacing in _target_cases(make_blobs):
+        _assert_torch_backend_equals_edt(caliva_penalty, labels, spacing, per_class=per_class)
 
 
 @pytest.mark.parametrize("neighbours", ["full", "faces"])
 def test_ni_dm_torch_backend_equals_edt_backend(make_blobs, neighbours):
-    for labels, spacing in _caliva_cases(make_blobs):
-        conn = None if neighbours == "full" else {2: 4, 3: 6}[len(spacing)]
+    for labels, spacing in _target_cases(make_blobs):
+        connectivity = None if neighbours == "full" else {2: 4, 3: 6}[len(spacing)]
         for offset in (None, 1.5):
-            expected = ni_dm(labels, spacing, [1, 2], connectivity=conn, offset=offset, backend="edt")
-            on_torch = ni_dm(
-                torch.from_numpy(labels), spacing, [1, 2], connectivity=conn, offset=offset, backend="torch"
-            )
-            assert isinstance(on_torch, torch.Tensor) and on_torch.dtype == torch.float32
-            np.testing.assert_allclose(on_torch.numpy(), expected, atol=2e-6)
-            from_numpy = ni_dm(labels, spacing, [1, 2], connectivity=conn, offset=offset, backend="torch")
-            np.testing.assert_allclose(from_numpy, expected, atol=2e-6)
-    with pytest.raises(ValueError, match="backend must be one of"):
-        ni_dm(labels, spacing, [1], backend="cuda")
+            _assert_torch_backend_equals_edt(ni_dm, labels, spacing, connectivity=connectivity, offset=offset)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_ni_dm_auto_backend_stays_on_the_gpu(make_blobs):
-    labels, spacing = _caliva_cases(make_blobs)[0]
+@pytest.mark.parametrize("target", [caliva_penalty, ni_dm])
+def test_auto_backend_stays_on_the_gpu(make_blobs, target):
+    labels, spacing = _target_cases(make_blobs)[0]
     on_gpu = torch.from_numpy(labels).to("cuda")
-    phi = ni_dm(on_gpu, spacing, [1, 2])
+    phi = target(on_gpu, spacing, [1, 2])
     assert phi.device == on_gpu.device
-    np.testing.assert_allclose(phi.cpu().numpy(), ni_dm(labels, spacing, [1, 2]), atol=2e-6)
+    np.testing.assert_allclose(phi.cpu().numpy(), target(labels, spacing, [1, 2]), atol=2e-6)
