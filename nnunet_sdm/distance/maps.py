@@ -53,11 +53,21 @@ def _uses_torch(labels: ArrayLike, backend: str) -> bool:
     return backend == "torch" or (backend == "auto" and on_device)
 
 
-def _prepare(labels: ArrayLike, spacing: Sequence[float], classes: Sequence[int]):
-    """Checked arguments; returns (labels as batched numpy, back-converter, batched, spacing, classes)."""
-    batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
+def _batched_tensor(labels: ArrayLike, batched: bool) -> torch.Tensor:
+    tensor = torch.as_tensor(labels)
+    return tensor if batched else tensor[None]
+
+
+def _like_input(out: torch.Tensor, labels: ArrayLike, batched: bool) -> ArrayLike:
+    """A batched torch result in the container (and batching) of ``labels``."""
+    out = out if batched else out[0]
+    return out if isinstance(labels, torch.Tensor) else out.numpy()
+
+
+def _batched_numpy(labels: ArrayLike, batched: bool):
+    """``labels`` as batched numpy and a function that converts a numpy result back to their container."""
     lab, back = as_numpy(labels)
-    return (lab if batched else lab[None]), back, batched, spacing_t, classes_t
+    return (lab if batched else lab[None]), back
 
 
 def _class_codes(lab: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
@@ -159,13 +169,10 @@ def ni_dm(
     ):
         raise ValueError(f"offset must be a finite number of mm > 0, got {offset!r}")
     if _uses_torch(labels, backend):
-        lab_t = torch.as_tensor(labels)
-        out_t = _ni_dm_torch(lab_t if batched else lab_t[None], spacing_t, classes_t, connectivity, offset)
-        out_t = out_t if batched else out_t[0]
-        return out_t if isinstance(labels, torch.Tensor) else out_t.numpy()
+        lab_t = _batched_tensor(labels, batched)
+        return _like_input(_ni_dm_torch(lab_t, spacing_t, classes_t, connectivity, offset), labels, batched)
 
-    lab, back = as_numpy(labels)
-    lab = lab if batched else lab[None]
+    lab, back = _batched_numpy(labels, batched)
     sdm = signed_distance(lab, spacing_t, classes_t, backend="edt")  # (B, K, *spatial)
     out = np.zeros(sdm.shape, dtype=np.float32)
     for b in range(lab.shape[0]):
@@ -280,16 +287,13 @@ def caliva_penalty(
         leading ``B`` axis if ``labels`` is batched; same container (and device) as ``labels``.
     """
     check_backend(backend)
+    batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
     if not isinstance(per_class, bool):
         raise ValueError(f"per_class must be a bool, got {per_class!r}")
     if _uses_torch(labels, backend):
-        batched, spacing_t, classes_t = _check_inputs(labels, spacing, classes)
-        lab_t = torch.as_tensor(labels)
-        sdm_t = signed_distance(lab_t if batched else lab_t[None], spacing_t, classes_t, backend="torch")
-        out_t = _caliva_penalty_torch(sdm_t, per_class)
-        out_t = out_t if batched else out_t[0]
-        return out_t if isinstance(labels, torch.Tensor) else out_t.numpy()
-    lab, back, batched, spacing_t, classes_t = _prepare(labels, spacing, classes)
+        sdm_t = signed_distance(_batched_tensor(labels, batched), spacing_t, classes_t, backend="torch")
+        return _like_input(_caliva_penalty_torch(sdm_t, per_class), labels, batched)
+    lab, back = _batched_numpy(labels, batched)
     sdm = signed_distance(lab, spacing_t, classes_t, backend="edt")  # (B, K, *spatial), |sdm| <= D
     n_out = len(classes_t) if per_class else 1
     out = np.zeros((lab.shape[0], n_out) + lab.shape[1:], dtype=np.float32)
