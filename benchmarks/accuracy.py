@@ -1158,38 +1158,14 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
     except Exception as error:  # a missing plotting backend must not lose the tables
         note(f"no violin plot: {error!r}")
     try:
-        plot_training_curves(results, settings.out / "training_curves.png")
+        from nnunet_sdm.plots import training_curves_plot
+
+        curves = {trainer: entry["training_curves"] for trainer, entry in results["trainers"].items()}
+        training_curves_plot(curves, settings.out / "training_curves.png")
         note(f"wrote {settings.out / 'training_curves.png'}")
     except Exception as error:
         note(f"no training-curve plot: {error!r}")
     return results
-
-
-def plot_training_curves(results: dict, out_png: Path) -> Path:
-    """Validation pseudo Dice (and nnU-Net's EMA of it) per epoch, one line per trainer."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (trainer, entry) in enumerate(results["trainers"].items()):
-        curves = entry.get("training_curves") or {}
-        colour = f"C{i}"
-        if curves.get("mean_fg_dice"):
-            ax.plot(curves["mean_fg_dice"], color=colour, alpha=0.35, linewidth=1)
-        if curves.get("ema_fg_dice"):
-            ax.plot(curves["ema_fg_dice"], color=colour, linewidth=2, label=trainer)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation pseudo Dice (mean over classes)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("thick: nnU-Net's EMA; thin: per epoch", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=150)
-    plt.close(fig)
-    return out_png
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Figures: violin plots comparing methods, and SDM level sets on an image slice (Xue et al. 2020, Fig. 4).
+"""Figures: violin plots comparing methods, validation curves of trainings, and SDM level sets on an image slice (Xue et al. 2020, Fig. 4).
 
 matplotlib is imported inside the functions, with the non-interactive Agg backend, so importing this
 module is cheap and works without a display.
@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "comparison_violins",
+    "training_curves_plot",
     "plot_sdm_slice",
     "plot_sdm_files",
     "read_sdm",
@@ -149,6 +150,35 @@ def comparison_violins(comparison, out_png: str | Path, dpi: int = 150) -> Path:
 # ----------------------------------------------------------------------------------------------------
 # SDM level sets
 # ----------------------------------------------------------------------------------------------------
+def training_curves_plot(
+    curves: dict[str, dict[str, list[float]]], out_png: str | Path, dpi: int = 150
+) -> Path:
+    """Validation pseudo Dice per epoch, one colour per training.
+
+    ``curves`` maps a name to nnU-Net's logger lists (``checkpoint["logging"]``): ``mean_fg_dice`` is drawn
+    thin, ``ema_fg_dice`` (nnU-Net's EMA of it) thick and labelled.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (name, logged) in enumerate(curves.items()):
+        colour = f"C{i}"
+        if logged.get("mean_fg_dice"):
+            ax.plot(logged["mean_fg_dice"], color=colour, alpha=0.35, linewidth=1)
+        if logged.get("ema_fg_dice"):
+            ax.plot(logged["ema_fg_dice"], color=colour, linewidth=2, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation pseudo Dice (mean over classes)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("thick: nnU-Net's EMA; thin: per epoch", fontsize=9)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=dpi)
+    plt.close(fig)
+    return out_png
+
+
 def read_sdm(path: str | Path, label: int | None = None):
     """An SDM image written by ``nnunet-sdm predict --save-sdm`` (or any 3D SDM image) -> (array, spacing, label).
 
