@@ -85,6 +85,7 @@ COMPARABLE_KEYS = (
     "budget",
     "fold",
     "seed",
+    "warm_start",
     "train_cases",
     "test_cases",
     "split",
@@ -114,9 +115,21 @@ class Settings:
     device: str = "cpu"
     fold: int = 0
     seed: int = 0
+    #: all seeds (the first is ``seed``); every trainer is trained once per seed, paired by seed
+    seeds: list[int] = field(default_factory=list)
+    #: warm-start mode: epochs of the one shared stock pre-training (None: every trainer from scratch)
+    warm_start_epochs: int | None = None
+    #: trainings (and predictions) run side by side
+    jobs: int = 1
     num_processes: int = 2
     threads: int | None = None
     preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            self.seeds = [self.seed]
+        if self.seeds[0] != self.seed:
+            raise ValueError(f"the first of seeds {self.seeds} must be seed {self.seed}")
 
     @property
     def budget(self) -> dict[str, int]:
@@ -124,6 +137,17 @@ class Settings:
             "epochs": self.epochs,
             "iterations_per_epoch": self.iterations_per_epoch,
             "val_iterations_per_epoch": self.val_iterations_per_epoch,
+        }
+
+    @property
+    def warm_start(self) -> dict | None:
+        """The shared stock pre-training of the warm-start mode (seed ``seed``), or None."""
+        if self.warm_start_epochs is None:
+            return None
+        return {
+            "trainer": STOCK,
+            "seed": self.seed,
+            "budget": dict(self.budget, epochs=self.warm_start_epochs),
         }
 
 
@@ -148,6 +172,8 @@ def load_preset(name_or_path: str) -> tuple[dict, Path]:
         "device",
         "fold",
         "seed",
+        "seeds",
+        "warm_start_epochs",
         "threads",
         "budget_note",
     }
@@ -223,6 +249,27 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--fold", type=int, choices=range(N_FOLDS), default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train every trainer once per seed (paired by seed: per-seed ratios to stock and their spread); "
+        "the first seed also draws the test split when it is drawn",
+    )
+    parser.add_argument(
+        "--warm-start-epochs",
+        type=int,
+        dest="warm_start_epochs",
+        help="warm-start mode: one shared stock pre-training of this many epochs (same iterations per "
+        "epoch), then every trainer and seed fine-tuned from its checkpoint (all weights, output layers "
+        "included) for the budget",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trainings run side by side (each with --threads torch threads); 2 on a 2-core CPU with --threads 1",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="CPU: torch threads for training (default: the preset's, else nnU-Net's choice, all "
@@ -279,6 +326,17 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     if not 0 < fraction < 1:
         parser.error(f"--test-fraction must be in (0, 1), got {fraction}")
 
+    seeds = pick("seeds")
+    seed = int(seeds[0]) if seeds else int(pick("seed", 0))
+    seeds = [int(x) for x in seeds] if seeds else [seed]
+    if len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds has duplicates: {seeds}")
+    warm_start_epochs = pick("warm_start_epochs")
+    if warm_start_epochs is not None and int(warm_start_epochs) < 1:
+        parser.error(f"--warm-start-epochs must be >= 1, got {warm_start_epochs}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+
     device = args.device or preset.get("device")
     if device is None:
         import torch
@@ -298,7 +356,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         plans_identifier=plans_identifier_for(override),
         device=device,
         fold=int(pick("fold", 0)),
-        seed=int(pick("seed", 0)),
+        seed=seed,
+        seeds=seeds,
+        warm_start_epochs=int(warm_start_epochs) if warm_start_epochs is not None else None,
+        jobs=args.jobs,
         num_processes=max(1, args.num_processes),
         threads=_threads(pick("threads"), parser),
         preset=args.preset,
@@ -517,6 +578,7 @@ def make_manifest(settings: Settings, data: Data, split: list[dict]) -> dict:
         "budget": settings.budget,
         "fold": settings.fold,
         "seed": settings.seed,
+        "warm_start": settings.warm_start,
         "train_cases": data.train_cases,
         "test_cases": data.test_cases,
         "test_source": data.test_source,
@@ -695,6 +757,8 @@ class TrainerPaths:
     model: Path  # nnU-Net's fold folder
     predictions: Path
     state: Path
+    results_root: Path  # nnUNet_results of this run
+    log_suffix: str = ""
 
     @property
     def checkpoint_final(self) -> Path:
@@ -709,9 +773,26 @@ class TrainerPaths:
         return self.predictions / "summary_surface.json"
 
 
-def trainer_paths(settings: Settings, data: Data, trainer: str) -> TrainerPaths:
+def run_root(settings: Settings, seed: int | None = None) -> Path:
+    """Folder of one seed's runs: ``OUT`` for the first seed, ``OUT/seed_<s>`` for the others."""
+    return settings.out if seed is None or seed == settings.seed else settings.out / f"seed_{seed}"
+
+
+PRETRAIN_ROOT = "pretrain"
+
+
+def trainer_paths(settings: Settings, data: Data, trainer: str, seed: int | None = None) -> TrainerPaths:
+    root = run_root(settings, seed)
+    return _paths(settings, data, trainer, root, "" if root == settings.out else f"_seed{seed}")
+
+
+def pretrain_paths(settings: Settings, data: Data) -> TrainerPaths:
+    return _paths(settings, data, STOCK, settings.out / PRETRAIN_ROOT, "_pretrain")
+
+
+def _paths(settings: Settings, data: Data, trainer: str, root: Path, log_suffix: str) -> TrainerPaths:
     model = (
-        settings.out
+        root
         / "nnUNet_results"
         / data.dataset_name
         / f"{trainer}__{settings.plans_identifier}__{CONFIGURATION}"
@@ -719,9 +800,16 @@ def trainer_paths(settings: Settings, data: Data, trainer: str) -> TrainerPaths:
     )
     return TrainerPaths(
         model=model,
-        predictions=settings.out / "predictions" / trainer,
-        state=settings.out / "state" / f"{trainer}.json",
+        predictions=root / "predictions" / trainer,
+        state=root / "state" / f"{trainer}.json",
+        results_root=root / "nnUNet_results",
+        log_suffix=log_suffix,
     )
+
+
+def run_environment(env: dict[str, str], paths: TrainerPaths) -> dict[str, str]:
+    """``env`` with this run's own ``nnUNet_results`` (seeds and the pre-training never share a folder)."""
+    return dict(env, nnUNet_results=str(paths.results_root))
 
 
 def predictions_complete(paths: TrainerPaths, data: Data) -> bool:
@@ -797,7 +885,14 @@ def epoch_times(model: Path) -> list[float]:
 
 
 def train(
-    settings: Settings, data: Data, trainer: str, paths: TrainerPaths, env: dict[str, str]
+    settings: Settings,
+    data: Data,
+    trainer: str,
+    paths: TrainerPaths,
+    env: dict[str, str],
+    seed: int | None = None,
+    budget: dict[str, int] | None = None,
+    warm_start: Path | None = None,
 ) -> tuple[float, float]:
     resume = paths.checkpoint_latest.is_file()
     spec = {
@@ -805,19 +900,23 @@ def train(
         "trainer": trainer,
         "plans": settings.plans_identifier,
         "fold": settings.fold,
-        "budget": settings.budget,
+        "budget": budget or settings.budget,
         "device": settings.device,
-        "seed": settings.seed,
+        "seed": settings.seed if seed is None else seed,
         "threads": settings.threads,
         "continue_training": resume,
+        # a resumed fine-tuning continues from its own checkpoint, not from the pre-training
+        "warm_start": str(warm_start) if warm_start is not None and not resume else None,
     }
     if resume:
         note(f"continuing from {paths.checkpoint_latest}")
+    elif warm_start is not None:
+        note(f"warm start from {warm_start}")
     started = time.time()
     cpu = run_logged(
         [sys.executable, str(Path(__file__).resolve()), "_train_one", json.dumps(spec)],
-        env,
-        settings.out / "logs" / f"train_{trainer}.log",
+        run_environment(env, paths),
+        settings.out / "logs" / f"train_{trainer}{paths.log_suffix}.log",
         echo=EpochSummary(),
     )
     if not paths.checkpoint_final.is_file():
@@ -847,6 +946,7 @@ def _train_one(spec_json: str) -> int:
         device=torch.device(spec["device"]),
         continue_training=bool(spec["continue_training"]),
         threads=spec.get("threads"),
+        warm_start=spec.get("warm_start"),
     )
     print(f"trained: {folder}", flush=True)
     return 0
@@ -889,8 +989,8 @@ def predict(
             "1",
             "--continue_prediction",
         ],
-        env,
-        settings.out / "logs" / f"predict_{trainer}.log",
+        run_environment(env, paths),
+        settings.out / "logs" / f"predict_{trainer}{paths.log_suffix}.log",
     )
     missing = [c for c in data.test_cases if not (paths.predictions / f"{c}{data.file_ending}").is_file()]
     if missing:
@@ -915,8 +1015,34 @@ def evaluate(settings: Settings, data: Data, paths: TrainerPaths) -> float:
     return time.time() - started
 
 
-def run_trainer(settings: Settings, data: Data, trainer: str, env: dict[str, str], index: str) -> dict:
-    paths = trainer_paths(settings, data, trainer)
+def pretrain(settings: Settings, data: Data, env: dict[str, str]) -> Path:
+    """Warm-start mode: the one stock pre-training every run starts from; its ``checkpoint_final.pth``."""
+    spec = settings.warm_start
+    paths = pretrain_paths(settings, data)
+    if paths.checkpoint_final.is_file():
+        note(f"already pre-trained: {paths.checkpoint_final}")
+        return paths.checkpoint_final
+    state = _read_state(paths)
+    state["train_seconds"], state["train_cpu_seconds"] = train(
+        settings, data, spec["trainer"], paths, env, seed=spec["seed"], budget=spec["budget"]
+    )
+    _write_state(paths, state)
+    note(f"pre-trained in {state['train_seconds']:.0f} s: {paths.checkpoint_final}")
+    return paths.checkpoint_final
+
+
+def run_trainer(
+    settings: Settings,
+    data: Data,
+    trainer: str,
+    env: dict[str, str],
+    index: str,
+    seed: int | None = None,
+    warm_start: Path | None = None,
+) -> dict:
+    paths = trainer_paths(settings, data, trainer, seed)
+    if seed is not None and len(settings.seeds) > 1:
+        index = f"{index} seed {seed}"
     state = _read_state(paths)
     if is_finished(paths, data):
         step(f"{index} {trainer}: already finished (checkpoint_final, predictions and summary present)")
@@ -927,7 +1053,9 @@ def run_trainer(settings: Settings, data: Data, trainer: str, env: dict[str, str
         step(f"{index} {trainer}: already trained ({paths.checkpoint_final})")
     else:
         step(f"{index} {trainer}: train {settings.budget} on {settings.device}")
-        state["train_seconds"], state["train_cpu_seconds"] = train(settings, data, trainer, paths, env)
+        state["train_seconds"], state["train_cpu_seconds"] = train(
+            settings, data, trainer, paths, env, seed=seed, warm_start=warm_start
+        )
         note(f"trained in {state['train_seconds']:.0f} s (CPU {state['train_cpu_seconds']:.0f} s)")
         _write_state(paths, state)
     if predictions_complete(paths, data):
@@ -1071,6 +1199,15 @@ def results_markdown(results: dict, table: str) -> str:
         f"{budget['iterations_per_epoch']} iterations (+{budget['val_iterations_per_epoch']} val iterations); "
         f"seed {s['seed']}; device {s['device']}"
         + (f" ({s['threads']} torch threads)" if s.get("threads") else ""),
+        *(
+            [
+                f"- warm start: every trainer and seed fine-tuned for the budget above from one {s['warm_start']['trainer']} "
+                f"pre-training of {s['warm_start']['budget']['epochs']} epochs (seed {s['warm_start']['seed']}), all "
+                "weights including the output layers; optimiser and learning-rate schedule start anew"
+            ]
+            if s.get("warm_start")
+            else []
+        ),
         "",
         "## Per class: mean ± sd over the test cases",
         "",
@@ -1128,11 +1265,99 @@ def results_markdown(results: dict, table: str) -> str:
     return "\n".join(lines)
 
 
-def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: list[str]) -> dict:
-    from nnunet_sdm.evaluation.compare import compare_folders, markdown_table
+PAIRED_METRICS = ("Dice", "HD95", "ASSD", f"NSD@{float(TOLERANCES[0])}mm")
 
-    folders = [trainer_paths(settings, data, t).predictions for t in trainers]
-    comparison = compare_folders(
+
+def foreground_means(comparison) -> dict[str, dict[str, float | None]]:
+    """``means[trainer][metric]``: the mean over foreground classes of the per-class means over cases."""
+    return {
+        method: {
+            metric: _finite(
+                float(np.mean([comparison.stats(method, lb, metric)[0] for lb in comparison.labels]))
+            )
+            for metric in comparison.metrics
+        }
+        for method in comparison.methods
+    }
+
+
+def paired_over_seeds(per_seed: dict[int, dict[str, dict[str, float | None]]], stock: str = STOCK) -> dict:
+    """Per trainer and metric, paired by seed with ``stock``: HD95/ASSD as ratios (trainer / stock), Dice and
+    NSD as differences (trainer - stock); each with its per-seed values, mean and sd (ddof 1) over seeds."""
+    out: dict[str, dict] = {}
+    seeds = sorted(per_seed)
+    trainers = [t for t in next(iter(per_seed.values())) if t != stock]
+    for trainer in trainers:
+        entry: dict[str, dict] = {}
+        for metric in PAIRED_METRICS:
+            ratio = metric in RATIO_METRICS
+            values = []
+            for seed in seeds:
+                mine, ref = per_seed[seed][trainer].get(metric), per_seed[seed][stock].get(metric)
+                if mine is None or ref is None or (ratio and ref == 0):
+                    values.append(None)
+                else:
+                    values.append(mine / ref if ratio else mine - ref)
+            finite = [v for v in values if v is not None]
+            entry[metric] = {
+                "kind": "ratio" if ratio else "difference",
+                "per_seed": dict(zip(map(str, seeds), values)),
+                "mean": _finite(float(np.mean(finite))) if finite else None,
+                "sd": _finite(float(np.std(finite, ddof=1))) if len(finite) > 1 else None,
+            }
+        out[trainer] = entry
+    return out
+
+
+def paired_table(per_seed: dict[int, dict[str, dict[str, float | None]]], paired: dict) -> str:
+    """Markdown: foreground means per trainer (mean ± sd over seeds), then the paired ratios/differences."""
+
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        sd = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+        return f"{np.mean(values):.3f}{sd}"
+
+    seeds = sorted(per_seed)
+    trainers = list(per_seed[seeds[0]])
+    lines = [
+        "| Trainer | " + " | ".join(f"{m} (fg mean)" for m in PAIRED_METRICS) + " |",
+        "|---|" + "|".join([":---:"] * len(PAIRED_METRICS)) + "|",
+    ]
+    for trainer in trainers:
+        cells = [cell([per_seed[s][trainer].get(m) for s in seeds]) for m in PAIRED_METRICS]
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    lines += [
+        "",
+        f"Paired by seed with {STOCK}: HD95 and ASSD as ratios (< 1 is better), Dice and NSD as differences "
+        "(> 0 is better); mean ± sd over seeds, then the per-seed values.",
+        "",
+        "| Trainer | "
+        + " | ".join(f"{m} {'ratio' if m in RATIO_METRICS else 'diff'}" for m in PAIRED_METRICS)
+        + " |",
+        "|---|" + "|".join([":---:"] * len(PAIRED_METRICS)) + "|",
+    ]
+    for trainer, entry in paired.items():
+        cells = []
+        for metric in PAIRED_METRICS:
+            e = entry[metric]
+            per = ", ".join("n/a" if v is None else f"{v:.3f}" for v in e["per_seed"].values())
+            head = (
+                "n/a"
+                if e["mean"] is None
+                else f"{e['mean']:.3f}" + (f" ± {e['sd']:.3f}" if e["sd"] is not None else "")
+            )
+            cells.append(f"{head} ({per})")
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def compare_seed(settings: Settings, data: Data, trainers: list[str], seed: int | None = None):
+    from nnunet_sdm.evaluation.compare import compare_folders
+
+    folders = [trainer_paths(settings, data, t, seed).predictions for t in trainers]
+    return compare_folders(
         folders,
         data.test_labels,
         list(data.labels),
@@ -1144,10 +1369,32 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
         progress=False,
         log=note,
     )
+
+
+def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: list[str]) -> dict:
+    from nnunet_sdm.evaluation.compare import markdown_table
+
+    comparison = compare_seed(settings, data, trainers)
     states = {t: _read_state(trainer_paths(settings, data, t)) for t in trainers}
     results = results_dict(settings, data, comparison, manifest, states)
+    markdown = results_markdown(results, markdown_table(comparison))
+    if len(settings.seeds) > 1:
+        per_seed = {settings.seed: foreground_means(comparison)}
+        for seed in settings.seeds[1:]:
+            per_seed[seed] = foreground_means(compare_seed(settings, data, trainers, seed))
+        results["seeds"] = settings.seeds
+        results["foreground_mean_per_seed"] = {str(k): v for k, v in per_seed.items()}
+        if STOCK in trainers:
+            results["paired_over_seeds"] = paired_over_seeds(per_seed)
+            table = paired_table(per_seed, results["paired_over_seeds"])
+        else:
+            table = "(no paired ratios: nnUNetTrainer is not among the finished trainers)"
+        markdown += (
+            f"\n## All seeds {settings.seeds}: foreground means over the test cases, paired by seed\n\n"
+            f"The tables above are seed {settings.seed}'s.\n\n{table}\n"
+        )
     (settings.out / "results.json").write_text(json.dumps(results, indent=2))
-    (settings.out / "results.md").write_text(results_markdown(results, markdown_table(comparison)))
+    (settings.out / "results.md").write_text(markdown)
     note(f"wrote {settings.out / 'results.json'}")
     note(f"wrote {settings.out / 'results.md'}")
     try:
@@ -1174,12 +1421,16 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
 def run(settings: Settings) -> int:
     from nnunet_sdm.demo import nnunet_environment
 
+    if settings.warm_start is not None and STOCK not in settings.trainers:
+        raise BenchmarkError(f"warm-start mode compares against {STOCK}: add it to --trainers")
+
     settings.out.mkdir(parents=True, exist_ok=True)
     env = nnunet_environment(settings.out)
     env.setdefault("PYTHONUNBUFFERED", "1")
     print(
         f"accuracy benchmark in {settings.out}: trainers {settings.trainers}, budget {settings.budget}, "
-        f"plans {settings.plans_identifier}, fold {settings.fold}, seed {settings.seed}, device {settings.device}"
+        f"plans {settings.plans_identifier}, fold {settings.fold}, seeds {settings.seeds}, device {settings.device}"
+        + (f", warm start {settings.warm_start['budget']}" if settings.warm_start else "")
         + (f" ({settings.threads} torch threads)" if settings.threads else ""),
         flush=True,
     )
@@ -1197,15 +1448,41 @@ def run(settings: Settings) -> int:
     fold = split[settings.fold]
     note(f"split: {path} (fold {settings.fold}: {len(fold['train'])} train, {len(fold['val'])} val)")
 
-    failed: dict[str, str] = {}
-    for i, trainer in enumerate(settings.trainers):
-        try:
-            run_trainer(settings, data, trainer, env, f"3-4/5 [{i + 1}/{len(settings.trainers)}]")
-        except (RuntimeError, OSError) as error:
-            failed[trainer] = str(error)
-            print(f"\n!!! {trainer} failed: {error}", file=sys.stderr, flush=True)
+    warm_start = None
+    if settings.warm_start is not None:
+        step(f"3/5 warm start: one stock pre-training {settings.warm_start['budget']} (seed {settings.seed})")
+        warm_start = pretrain(settings, data, env)
 
-    done = [t for t in settings.trainers if t not in failed]
+    runs = [(seed, trainer) for seed in settings.seeds for trainer in settings.trainers]
+    failed: dict[str, str] = {}
+
+    def one(i: int, seed: int, trainer: str) -> None:
+        try:
+            run_trainer(
+                settings,
+                data,
+                trainer,
+                env,
+                f"3-4/5 [{i + 1}/{len(runs)}]",
+                seed=seed,
+                warm_start=warm_start,
+            )
+        except (RuntimeError, OSError) as error:
+            key = trainer if len(settings.seeds) == 1 else f"{trainer} (seed {seed})"
+            failed[key] = str(error)
+            print(f"\n!!! {key} failed: {error}", file=sys.stderr, flush=True)
+
+    if settings.jobs == 1:
+        for i, (seed, trainer) in enumerate(runs):
+            one(i, seed, trainer)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(settings.jobs) as pool:
+            list(pool.map(lambda item: one(item[0], *item[1]), enumerate(runs)))
+
+    failed_trainers = {key.split(" (seed")[0] for key in failed}
+    done = [t for t in settings.trainers if t not in failed_trainers]
     if done:
         step(f"5/5 compare {done}")
         results = compare_and_write(settings, data, manifest, done)

@@ -9,8 +9,8 @@ Sections (one function each, assembled by ``main``):
 
 * ``data_pipeline``: mean CPU ms per training sample of nnU-Net's data pipeline (loading, cropping,
   augmentation, deep-supervision down-sampling; one worker, single thread) for the stock
-  ``nnUNetTrainer``, ``nnUNetTrainerSDM`` (SDM targets on the training device, so its pipeline is
-  stock's) and ``nnUNetTrainerSDM_TargetsInLoader`` (targets made in the workers with ``edt``), measured
+  ``nnUNetTrainer``, ``nnUNetTrainerSDM_Xue2020`` (SDM targets on the training device, so its pipeline is
+  stock's) and ``nnUNetTrainerSDM_Xue2020TargetsInLoader`` (targets made in the workers with ``edt``), measured
   in the same run, rounds interleaved and seeded alike (paired), on a synthetic dataset that nnU-Net plans and preprocesses; plus,
   for information, what the on-device targets cost per sample when the training device is this CPU.
 
@@ -148,7 +148,7 @@ def section_sdm_speed(quick: bool) -> dict:
     return result
 
 
-PIPELINE_TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM", "nnUNetTrainerSDM_TargetsInLoader"]
+PIPELINE_TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM_Xue2020", "nnUNetTrainerSDM_Xue2020TargetsInLoader"]
 ACCEPTANCE_PIPELINE = {"max_ratio_default_sdm_over_stock": 1.05}
 
 
@@ -208,7 +208,7 @@ def section_data_pipeline(quick: bool) -> dict:
             if round_index < 0:
                 continue
             # on-device targets of the default SDM trainer, here on the CPU (all weighted scales)
-            sdm = trainers["nnUNetTrainerSDM"]
+            sdm = trainers["nnUNetTrainerSDM_Xue2020"]
             targets = batch["target"] if isinstance(batch["target"], list) else [batch["target"]]
             targets = [t[:, :1] for t in targets]
             start = time.perf_counter()
@@ -224,7 +224,7 @@ def section_data_pipeline(quick: bool) -> dict:
         name: statistics.median(v / s for v, s in zip(values, per_sample["nnUNetTrainer"]))
         for name, values in per_sample.items()
     }
-    ratio = paired["nnUNetTrainerSDM"]
+    ratio = paired["nnUNetTrainerSDM_Xue2020"]
     return {
         "patch_size": list(config.patch_size),
         "batch_size": trainers["nnUNetTrainer"].batch_size,

@@ -44,10 +44,14 @@ def train_with_budget(
     pretrained_weights: str | None = None,
     continue_training: bool = False,
     threads: int | None = None,
+    warm_start: str | None = None,
 ) -> Path:
     """Train, run nnU-Net's final validation, and return the fold's output folder.
 
     ``threads``: torch CPU threads (default: one per core, as ``nnUNetv2_train`` on the CPU).
+    ``warm_start``: a checkpoint whose weights *all* start this training, output layers included
+    (:func:`~nnunet_sdm.network.load_warm_start`; nnU-Net's ``pretrained_weights`` re-initialises them).
+    The optimiser, learning-rate schedule and epoch count start anew.
     """
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
@@ -68,7 +72,17 @@ def train_with_budget(
     trainer.num_epochs = budget.epochs
     trainer.num_iterations_per_epoch = budget.iterations_per_epoch
     trainer.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
+    if warm_start is not None and (pretrained_weights is not None or continue_training):
+        raise ValueError("warm_start goes without pretrained_weights and continue_training")
     maybe_load_checkpoint(trainer, continue_training, False, pretrained_weights)
+    if warm_start is not None:
+        from nnunet_sdm.network import load_warm_start
+
+        if not trainer.was_initialized:
+            trainer.initialize()
+        weights = torch.load(warm_start, map_location="cpu", weights_only=False)["network_weights"]
+        fresh = load_warm_start(trainer.network, weights, source=warm_start)
+        trainer.print_to_log_file(f"warm start from {warm_start} ({fresh} output rows initialised anew)")
     trainer.run_training()
     trainer.perform_actual_validation(False)
     return Path(trainer.output_folder)

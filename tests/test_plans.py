@@ -438,10 +438,10 @@ def test_xue_adam_trainer_is_found_by_nnunet(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", trainers_path())
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_sdm.training.xue import nnUNetTrainerSDM
-    from nnunet_sdm.training.xue_optim import nnUNetTrainerSDM_XueAdam
+    from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
+    from nnunet_sdm.training.xue_optim import nnUNetTrainerSDM_Xue2020Adam
 
-    found = recursive_find_trainer_class_by_name("nnUNetTrainerSDM_XueAdam")
-    assert found.__name__ == "nnUNetTrainerSDM_XueAdam" and issubclass(found, nnUNetTrainerSDM)
-    assert nnUNetTrainerSDM_XueAdam.adam_lr == 5e-4
-    assert (nnUNetTrainerSDM_XueAdam.lr_gamma, nnUNetTrainerSDM_XueAdam.lr_step_epochs) == (0.8, 25)
+    found = recursive_find_trainer_class_by_name("nnUNetTrainerSDM_Xue2020Adam")
+    assert found.__name__ == "nnUNetTrainerSDM_Xue2020Adam" and issubclass(found, nnUNetTrainerSDM_Xue2020)
+    assert nnUNetTrainerSDM_Xue2020Adam.adam_lr == 5e-4
+    assert (nnUNetTrainerSDM_Xue2020Adam.lr_gamma, nnUNetTrainerSDM_Xue2020Adam.lr_step_epochs) == (0.8, 25)

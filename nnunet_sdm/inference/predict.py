@@ -24,12 +24,12 @@
 
 Unit of the written SDM: *normalised*, not mm. The network's SDM head is tanh-bounded and trained on
 targets normalised per patch and class (Xue et al.: ``sdm / max|sdm|`` inside and outside separately;
-``nnUNetTrainerSDM_Truncated``: ``clamp(sdm_mm / tau, -1, 1)``), so the value is in [-1, 1], negative
+``nnUNetTrainerSDM_Xue2020Truncated``: ``clamp(sdm_mm / tau, -1, 1)``), so the value is in [-1, 1], negative
 inside, 0 on the predicted boundary. The per-patch normalisation depends on the patch contents, so no
 exact conversion to mm exists; only for the truncated variant is ``tau * value`` mm (where |value| < 1).
 Outside nnU-Net's nonzero crop the SDM is +1 (outside every class), where the label map is background.
 
-Sign guarantee (SDM-only networks, e.g. ``nnUNetTrainerSDM``, whose logits are ``[0, -64 sdm_1, ...]``):
+Sign guarantee (SDM-only networks, e.g. ``nnUNetTrainerSDM_Xue2020``, whose logits are ``[0, -64 sdm_1, ...]``):
 the accumulated SDM channels ``64 sdm_k`` are then exactly the negated logit channels, bit for bit,
 through every step (Gaussian-weighted float16 accumulation, mirroring, fold averaging, linear
 resampling: all odd-symmetric, and rounding to nearest is symmetric). So the label map is exactly the
@@ -287,8 +287,8 @@ class SDMPredictor(nnUNetPredictor):
         if not getattr(trainer_class, "has_sdm_head", False) or self.sdm_network is None:
             raise SDMExportError(
                 f"--save-sdm: trainer {self.trainer_name} has no SDM head, so there is no SDM to write. "
-                "Use a model trained with an SDM trainer of nnunet-sdm (nnUNetTrainerSDM and its variants, "
-                "nnUNetTrainerSDMDualHead), or predict without --save-sdm."
+                "Use a model trained with an SDM trainer of nnunet-sdm (nnUNetTrainerSDM, nnUNetTrainerSDM_Xue2020 "
+                "and its variants, nnUNetTrainerSDMDualHead), or predict without --save-sdm."
             )
         heads = self.label_manager.num_segmentation_heads
         if self.label_manager.has_regions or self.sdm_network.num_sdm_channels != heads - 1:

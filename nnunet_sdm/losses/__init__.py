@@ -1,5 +1,6 @@
 """Pure torch losses for distance-map training (no nnU-Net import)."""
 
+from nnunet_sdm.losses.consistency import HeavisideConsistencyLoss
 from nnunet_sdm.losses.deep_supervision import deep_supervision_weights, weighted_terms
 from nnunet_sdm.losses.dice import SoftDiceLoss
 from nnunet_sdm.losses.heaviside import XUE_STEEPNESS, heaviside
@@ -9,6 +10,7 @@ from nnunet_sdm.losses.shape_aware import XUE_LAMBDA, ShapeAwareSDMLoss
 __all__ = [
     "XUE_LAMBDA",
     "XUE_STEEPNESS",
+    "HeavisideConsistencyLoss",
     "L1SDMLoss",
     "L2SDMLoss",
     "ProductSDMLoss",

@@ -79,6 +79,76 @@ class SDMHeadNetwork(nn.Module):
         return torch.cat((background, -SDM_LOGIT_SCALE * out.sdm), dim=1)
 
 
+def add_output_channels(backbone: nn.Module, extra_channels: int) -> nn.Module:
+    """Append ``extra_channels`` output rows to every 1x1 output layer (``decoder.seg_layers``), in place.
+
+    The backbone was built (and initialised) with the stock channel count, so its weights, the
+    segmentation rows of the output layers included, are exactly the ones ``nnUNetTrainer`` gets from
+    the same random state; only the new rows draw from the random generator afterwards, with the
+    backbone's own ``initialize``. Returns the backbone.
+    """
+    if extra_channels < 0:
+        raise ValueError(f"extra_channels must be >= 0, got {extra_channels}")
+    layers = getattr(getattr(backbone, "decoder", None), "seg_layers", None)
+    if layers is None:
+        raise ValueError(f"{type(backbone).__name__} has no decoder.seg_layers to add output channels to")
+    if extra_channels == 0:
+        return backbone
+    initialize = getattr(backbone, "initialize", None)
+    for i, old in enumerate(layers):
+        new = type(old)(
+            old.in_channels,
+            old.out_channels + extra_channels,
+            old.kernel_size,
+            old.stride,
+            old.padding,
+            bias=old.bias is not None,
+        ).to(device=old.weight.device, dtype=old.weight.dtype)
+        if initialize is not None:
+            initialize(new)
+        with torch.no_grad():
+            new.weight[: old.out_channels] = old.weight
+            if old.bias is not None:
+                new.bias[: old.out_channels] = old.bias
+        layers[i] = new
+    return backbone
+
+
+def load_warm_start(
+    network: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> int:
+    """Load every weight of ``state_dict`` into ``network``, the 1x1 output layers included (in place).
+
+    Unlike nnU-Net's ``-pretrained_weights``, which re-initialises the output layers, this continues a
+    trained model: output layers of the same shape are copied, and where the network has more output rows
+    than the checkpoint (a stock nnUNetTrainer checkpoint into a network with an SDM head) the
+    checkpoint's rows fill the first ones (the segmentation logits) and the others keep their
+    initialisation. Any other mismatch raises ValueError naming ``source`` and the key. Returns the number
+    of output rows that kept their initialisation.
+    """
+    module = unwrap(network)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    if missing:
+        raise ValueError(f"{source}: no weights for {len(missing)} key(s) of the network, e.g. {missing[:3]}")
+    new_rows = 0
+    merged = {}
+    for key, mine in own.items():
+        theirs = state_dict[key]
+        if theirs.shape == mine.shape:
+            merged[key] = theirs
+        elif ".seg_layers." in key and theirs.shape[1:] == mine.shape[1:] and theirs.shape[0] < mine.shape[0]:
+            merged[key] = torch.cat((theirs.to(mine.dtype), mine[theirs.shape[0] :].cpu()), dim=0)
+            new_rows += mine.shape[0] - theirs.shape[0] if key.endswith(".weight") else 0
+        else:
+            raise ValueError(
+                f"{source}: weight {key} has shape {tuple(theirs.shape)}, the network's {tuple(mine.shape)}; "
+                "the checkpoint is of another network (other plans or configuration?)"
+            )
+    module.load_state_dict(merged)
+    return new_rows
+
+
 def unwrap(network: nn.Module) -> nn.Module:
     """The module under DDP's ``.module`` and torch.compile's ``._orig_mod`` wrappers."""
     while True:

@@ -1,1 +1,1 @@
-from nnunet_sdm.training.xue import nnUNetTrainerSDM  # noqa: F401
+from nnunet_sdm.training.sdm import nnUNetTrainerSDM  # noqa: F401

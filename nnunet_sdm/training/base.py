@@ -37,7 +37,7 @@ from torch import distributed as dist
 
 from nnunet_sdm.distance import normalise_xue, signed_distance
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
-from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, sdm_outputs, unwrap
+from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
 
 
 # ---- nnU-Net's own losses, configured as nnUNetTrainer._build_loss does for label datasets -------------
@@ -173,6 +173,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         self.check_settings()
         #: {"train": {term: mean over the last epoch (all DDP ranks)}, "val": {...}}
         self.epoch_term_means: dict[str, dict[str, float]] = {}
+        #: per-term gradient norms and shares of the epoch's first batch (``term_gradient_norms``)
+        self.gradient_diagnostics: dict[str, float] = {}
+        self._measure_gradients_now = False
         self._apply_budget_from_environment()
 
     # ---- start-up checks -------------------------------------------------------------------
@@ -227,15 +230,27 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         # Label datasets only (checked at start-up): num_output_channels = background + foreground.
         num_seg = num_output_channels if cls.has_segmentation_head else 0
         num_sdm = num_output_channels - 1 if cls.has_sdm_head else 0
-        backbone = get_network_from_plans(
-            configuration_manager.network_arch_class_name,
-            configuration_manager.network_arch_init_kwargs,
-            configuration_manager.network_arch_init_kwargs_req_import,
-            num_input_channels,
-            num_seg + num_sdm,
-            allow_init=True,
-            deep_supervision=enable_deep_supervision,
-        )
+        # With a segmentation head, build the stock network first (the same weights as nnUNetTrainer from
+        # the same random state, segmentation rows included), then append the SDM rows.
+        widen = num_seg > 0 and num_sdm > 0
+
+        def build(channels: int) -> nn.Module:
+            return get_network_from_plans(
+                configuration_manager.network_arch_class_name,
+                configuration_manager.network_arch_init_kwargs,
+                configuration_manager.network_arch_init_kwargs_req_import,
+                num_input_channels,
+                channels,
+                allow_init=True,
+                deep_supervision=enable_deep_supervision,
+            )
+
+        backbone = build(num_seg if widen else num_seg + num_sdm)
+        if widen:
+            if hasattr(getattr(backbone, "decoder", None), "seg_layers"):
+                add_output_channels(backbone, num_sdm)
+            else:  # an architecture without nnU-Net's output layers: all channels from the start
+                backbone = build(num_seg + num_sdm)
         return SDMHeadNetwork(backbone, num_seg, num_sdm)
 
     # ---- loss --------------------------------------------------------------------------------
@@ -328,6 +343,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
             _, _, terms = self.forward_and_loss(data, targets)
         loss = terms["loss"]
         self._stop_if_not_finite(terms, batch.get("keys"))
+        if self._measure_gradients_now:
+            self._measure_gradients_now = False
+            self.gradient_diagnostics = self.term_gradient_norms(terms)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -339,6 +357,41 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
         return {name: value.detach().cpu().numpy() for name, value in terms.items()}
+
+    # ---- gradient diagnostics ------------------------------------------------------------------
+    def loss_term_weights(self) -> dict[str, float]:
+        """Weight of each returned loss term in ``loss`` (for the gradient shares); {} if not declared."""
+        return {}
+
+    def term_gradient_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Gradient norm (over all trainable weights) of ``loss`` and of every term; the share of a term is
+        its weight times its gradient norm over the norm of ``loss``'s gradient (before clipping at 12).
+
+        One extra backward pass per term, so it runs on the first batch of every epoch only.
+        """
+        parameters = [p for p in self.network.parameters() if p.requires_grad]
+        scale = float(self.grad_scaler.get_scale()) if self.grad_scaler is not None else 1.0
+        norms: dict[str, float] = {}
+        for name, value in terms.items():
+            if not value.requires_grad:
+                continue
+            grads = torch.autograd.grad(value * scale, parameters, retain_graph=True, allow_unused=True)
+            squares = [g.detach().float().square().sum() for g in grads if g is not None]
+            norms[name] = float(torch.stack(squares).sum().sqrt()) / scale if squares else 0.0
+        diagnostics = {f"grad_norm/{name}": value for name, value in norms.items()}
+        total = norms.get("loss", 0.0)
+        if total > 0:
+            diagnostics["grad_norm/clipped"] = float(total > 12)
+            for name, weight in self.loss_term_weights().items():
+                if name in norms:
+                    diagnostics[f"grad_share/{name}"] = weight * norms[name] / total
+        return diagnostics
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        # DDP's reducer expects one backward per forward: no extra gradient passes there
+        self._measure_gradients_now = not self.is_ddp
+        self.gradient_diagnostics = {}
 
     def _stop_if_not_finite(self, terms: dict[str, torch.Tensor], keys) -> None:
         """Stop before the optimiser step if any loss term is NaN/inf (on any DDP rank).
@@ -455,10 +508,10 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def _log_terms(self, outputs: list[dict], phase: str) -> None:
+    def _log_terms(self, outputs: list[dict], phase: str, extra: dict[str, float] | None = None) -> None:
         collated = collate_outputs(outputs)
         names = [k for k in collated if k != "loss" and not k.endswith("_hard")]
-        means = {}
+        means = dict(extra or {})
         for name in names:
             value = float(np.mean(collated[name]))
             if self.is_ddp:
@@ -486,7 +539,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
-        self._log_terms(train_outputs, "train")
+        self._log_terms(train_outputs, "train", self.gradient_diagnostics)
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
         super().on_validation_epoch_end(val_outputs)

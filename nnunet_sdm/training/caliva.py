@@ -61,6 +61,9 @@ class nnUNetTrainerDistPenaltyCE(nnUNetTrainerDistanceBase):
         # Phi (B, 1, *spatial), one map for all foreground classes, on the labels' device
         return caliva_penalty(labels, spacing, self.foreground_labels)
 
+    def loss_term_weights(self) -> dict[str, float]:
+        return {"penalised_ce": self.penalised_ce_weight, "dice": self.dice_weight}
+
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
         terms = {"penalised_ce": self.loss["penalised_ce"](output.seg, target.labels, target.distance)}
         total = self.penalised_ce_weight * terms["penalised_ce"]

@@ -38,6 +38,9 @@ class nnUNetTrainerSDMDualHead(nnUNetTrainerDistanceBase):
     def build_scale_loss(self) -> nn.Module:
         return nn.ModuleDict({"dice_ce": nnunet_dice_ce_loss(self), "l2": L2SDMLoss()})
 
+    def loss_term_weights(self) -> dict[str, float]:
+        return {"dice_ce": 1.0, "l2": self.sdm_head_weight}
+
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
         dice_ce = self.loss["dice_ce"](output.seg, target.labels[:, None])
         l2 = self.loss["l2"](output.sdm, target.distance)

@@ -7,12 +7,12 @@ k = 1500 in training (eq. 3, sign corrected), the exact step at inference (argma
 + lambda * (L1 + product), lambda = 10, per deep-supervision scale with nnU-Net's weights.
 
 Variants, named by what they change (nnU-Net's habit):
-- ``nnUNetTrainerSDM``: eq. 5, the paper's "SDM + Dice".
-- ``nnUNetTrainerSDM_SDMOnly``: lambda * (L1 + product) only (the paper's "SDM").
-- ``nnUNetTrainerSDM_L1``: Dice + lambda * L1 (the paper's "L1 + Dice").
-- ``nnUNetTrainerSDM_Truncated``: SDM target clamp(sdm / tau, -1, 1) with tau in mm instead of the
+- ``nnUNetTrainerSDM_Xue2020``: eq. 5, the paper's "SDM + Dice".
+- ``nnUNetTrainerSDM_Xue2020SDMOnly``: lambda * (L1 + product) only (the paper's "SDM").
+- ``nnUNetTrainerSDM_Xue2020L1``: Dice + lambda * L1 (the paper's "L1 + Dice").
+- ``nnUNetTrainerSDM_Xue2020Truncated``: SDM target clamp(sdm / tau, -1, 1) with tau in mm instead of the
   per-patch normalisation, which depends on the patch's extent.
-- ``nnUNetTrainerSDM_TargetsInLoader``: the same targets made in the data-loader workers on the CPU
+- ``nnUNetTrainerSDM_Xue2020TargetsInLoader``: the same targets made in the data-loader workers on the CPU
   (``edt``) instead of on the training device, to compare the two.
 """
 
@@ -29,7 +29,7 @@ from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
 from nnunet_sdm.training.loader_targets import SDMTargetTransform
 
 
-class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
+class nnUNetTrainerSDM_Xue2020(nnUNetTrainerDistanceBase):
     """Xue et al. 2020, eq. 5: Dice(Heaviside(sdm)) + lambda (L1 + product)."""
 
     heaviside_k: float = XUE_STEEPNESS
@@ -64,23 +64,30 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
         except ValueError as e:
             raise ValueError(f"{type(self).__name__}: invalid setting: {e}") from None
 
+    def loss_term_weights(self) -> dict[str, float]:
+        return {
+            "dice": self.dice_weight,
+            "l1": self.sdm_weight * self.l1_weight,
+            "product": self.sdm_weight * self.product_weight,
+        }
+
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
         return self.loss(output.sdm, target.distance, target.onehot)
 
 
-class nnUNetTrainerSDM_SDMOnly(nnUNetTrainerSDM):
+class nnUNetTrainerSDM_Xue2020SDMOnly(nnUNetTrainerSDM_Xue2020):
     """Xue et al. 2020 ablation "SDM": lambda (L1 + product), no Dice term."""
 
     dice_weight = 0.0
 
 
-class nnUNetTrainerSDM_L1(nnUNetTrainerSDM):
+class nnUNetTrainerSDM_Xue2020L1(nnUNetTrainerSDM_Xue2020):
     """Xue et al. 2020 ablation "L1 + Dice": Dice + lambda L1, no product loss."""
 
     product_weight = 0.0
 
 
-class nnUNetTrainerSDM_Truncated(nnUNetTrainerSDM):
+class nnUNetTrainerSDM_Xue2020Truncated(nnUNetTrainerSDM_Xue2020):
     """SDM targets clamp(sdm / tau, -1, 1), tau in mm, instead of the per-patch normalisation."""
 
     truncation_mm: float = 10.0
@@ -96,8 +103,8 @@ class nnUNetTrainerSDM_Truncated(nnUNetTrainerSDM):
         return truncate(sdm_mm, self.truncation_mm)
 
 
-class nnUNetTrainerSDM_TargetsInLoader(nnUNetTrainerSDM):
-    """nnUNetTrainerSDM with its SDM targets made in the data-loader workers (CPU, edt)."""
+class nnUNetTrainerSDM_Xue2020TargetsInLoader(nnUNetTrainerSDM_Xue2020):
+    """nnUNetTrainerSDM_Xue2020 with its SDM targets made in the data-loader workers (CPU, edt)."""
 
     def _with_sdm_targets(self, transforms):
         transforms.transforms.append(

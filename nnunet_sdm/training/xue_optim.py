@@ -1,6 +1,6 @@
 """Xue et al. (AAAI 2020)'s optimiser for the SDM trainer: Adam, lr 5e-4, times 0.8 every 25 epochs.
 
-``nnUNetTrainerSDM_XueAdam`` is :class:`nnunet_sdm.training.xue.nnUNetTrainerSDM` (eq. 5) with that
+``nnUNetTrainerSDM_Xue2020Adam`` is :class:`nnunet_sdm.training.xue.nnUNetTrainerSDM_Xue2020` (eq. 5) with that
 optimiser instead of nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2, poly decay). Pair it with the
 ``xue2020_deep_unet`` plans override for the paper's backbone.
 
@@ -20,7 +20,7 @@ import torch
 from torch.optim.lr_scheduler import _LRScheduler
 
 from nnunet_sdm.losses._checks import check_non_negative, check_positive
-from nnunet_sdm.training.xue import nnUNetTrainerSDM
+from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
 
 XUE_ADAM_LR = 5e-4
 XUE_LR_GAMMA = 0.8
@@ -70,7 +70,7 @@ class StepDecayLRScheduler(_LRScheduler):
         return self._last_lr
 
 
-class nnUNetTrainerSDM_XueAdam(nnUNetTrainerSDM):
+class nnUNetTrainerSDM_Xue2020Adam(nnUNetTrainerSDM_Xue2020):
     """Xue et al. 2020, eq. 5, with the paper's optimiser: Adam, lr 5e-4, x0.8 every 25 epochs."""
 
     adam_lr: float = XUE_ADAM_LR

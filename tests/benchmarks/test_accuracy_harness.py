@@ -1,6 +1,6 @@
 """``benchmarks/accuracy.py`` end to end on a tiny synthetic dataset: files written, then resume.
 
-Two trainers (stock and ``nnUNetTrainerSDM``), 1 epoch x 2 iterations, the fixed-split path (2 of 8 cases
+Two trainers (stock and ``nnUNetTrainerSDM_Xue2020``), 1 epoch x 2 iterations, the fixed-split path (2 of 8 cases
 held out by a test list), one data-augmentation worker.
 """
 
@@ -17,7 +17,7 @@ from tests.conftest import nnunet_env
 
 pytestmark = pytest.mark.slow
 
-TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM"]
+TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM_Xue2020"]
 METRICS = ["Dice", "HD95", "ASSD", "NSD@1.0mm", "NSD@2.0mm"]
 
 
@@ -139,7 +139,7 @@ def test_results_md_has_a_row_per_class_and_metric_and_the_ratio_table(benchmark
     out = benchmark["out"]
     text = (out / "results.md").read_text()
     lines = text.splitlines()
-    assert "| Class | Metric | nnUNetTrainer | nnUNetTrainerSDM |" in lines
+    assert "| Class | Metric | nnUNetTrainer | nnUNetTrainerSDM_Xue2020 |" in lines
     assert any(line.startswith("| 1 (organ) | Dice") for line in lines)
     assert any(line.startswith("| 2 (vessel) | Dice") for line in lines)
     metric_rows = [line for line in lines if line.count("±") == 2]
@@ -150,11 +150,13 @@ def test_results_md_has_a_row_per_class_and_metric_and_the_ratio_table(benchmark
     ]
     stock_row = next(line for line in lines if line.startswith("| nnUNetTrainer | 1.00"))
     assert stock_row.count("1.00") == 6
-    assert any(line.startswith("| nnUNetTrainerSDM | ") and "n/a" not in line for line in lines)
+    assert any(line.startswith("| nnUNetTrainerSDM_Xue2020 | ") and "n/a" not in line for line in lines)
     assert (out / "results.png").stat().st_size > 10_000
     assert (out / "training_curves.png").stat().st_size > 10_000
     assert "## Validation pseudo Dice during training" in lines
-    curve_rows = [line for line in lines if line.startswith(("| nnUNetTrainer | ", "| nnUNetTrainerSDM | "))]
+    curve_rows = [
+        line for line in lines if line.startswith(("| nnUNetTrainer | ", "| nnUNetTrainerSDM_Xue2020 | "))
+    ]
     assert any(
         line.count("|") == 5 and ("never" in line or line.split("|")[2].strip().isdigit())
         for line in curve_rows

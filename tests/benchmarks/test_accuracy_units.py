@@ -121,7 +121,7 @@ def test_hippocampus_preset_resolves_its_files():
     settings = acc.parse_args(["--raw", str(HIPPOCAMPUS), "--preset", "hippocampus_cpu", "--out", "/tmp/x"])
     assert settings.trainers == [
         "nnUNetTrainer",
-        "nnUNetTrainerSDM",
+        "nnUNetTrainerSDM_Xue2020",
         "nnUNetTrainerSDMDualHead",
         "nnUNetTrainerDistPenaltyDiceCE",
     ]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunet_sdm.distance import signed_distance
+from nnunet_sdm.distance import signed_distance, truncate
 from nnunet_sdm.training.baselines import nnUNetTrainerBoundary, nnUNetTrainerHD
 from nnunet_sdm.training.caliva import nnUNetTrainerDistPenaltyCE, nnUNetTrainerDistPenaltyDiceCE
 from nnunet_sdm.training.wang_zhang import nnUNetTrainerSDMDualHead
@@ -27,6 +27,7 @@ BUDGET = {
 }
 # trainer -> loss terms its training log must show
 TRAINERS = {
+    "nnUNetTrainerSDM": ("dice_ce", "l2", "product", "consistency"),
     "nnUNetTrainerSDMDualHead": ("dice_ce", "l2"),
     "nnUNetTrainerDistPenaltyCE": ("penalised_ce",),
     "nnUNetTrainerDistPenaltyDiceCE": ("dice", "penalised_ce"),
@@ -135,7 +136,27 @@ def test_loss_composition_in_the_trainer(planned_synthetic, name):
         one = trainer.scale_loss(type(out)(seg, None if out.sdm is None else out.sdm.detach()), target)
         stock = stock_loss(trainer)
         labels = target.labels[:, None]
-        if name == "nnUNetTrainerSDMDualHead":
+        if name == "nnUNetTrainerSDM":
+            assert out.sdm.shape[1] == 2
+            assert torch.equal(
+                target.distance, truncate(signed_distance(target.labels, target.spacing, [1, 2]), 5.0)
+            )
+            assert torch.allclose(one["dice_ce"], stock(seg, labels))
+            assert one["loss"].item() == pytest.approx(one["dice_ce"].item(), rel=1e-6)  # epoch 0: ramp at 0
+            sdm = out.sdm.detach()
+            k = math.log(19) * 5.0 / min(target.spacing)  # 0.95 one voxel from the zero level
+            soft = torch.sigmoid(-k * sdm)
+            assert torch.sigmoid(torch.tensor(-k * min(target.spacing) / 5.0)).item() == pytest.approx(0.05)
+            consistency = (torch.softmax(seg, 1)[:, 1:] - soft).square().mean()
+            assert one["consistency"].item() == pytest.approx(consistency.item(), rel=1e-5)
+            assert one["l2"].item() == pytest.approx(
+                2 * (sdm - target.distance).square().mean().item(), rel=1e-5
+            )
+            trainer.current_epoch = trainer.num_epochs  # past the ramp: full weights
+            later = trainer.scale_loss(type(out)(seg, sdm), target)
+            expected = one["dice_ce"] + 0.1 * (one["l2"] + one["product"]) + 0.1 * one["consistency"]
+            assert later["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+        elif name == "nnUNetTrainerSDMDualHead":
             assert out.sdm.shape[1] == 2
             assert torch.allclose(one["dice_ce"], stock(seg, labels))
             l2 = (out.sdm.detach() - target.distance).square().mean()

@@ -9,7 +9,7 @@ features; xue2020_deep_unet: 24-384 features). So:
   (``--source-plans``) that clips the patch to the dataset, re-plans the strides for it and scales the
   features down (its batch size 2 stays);
 - Xue's network scaled down (4-16 features, GroupNorm with 4 groups, again by composing overrides) is
-  trained through ``nnUNetv2_train -p`` with ``nnUNetTrainerSDM_XueAdam``, packaged with
+  trained through ``nnUNetv2_train -p`` with ``nnUNetTrainerSDM_Xue2020Adam``, packaged with
   ``nnunet-sdm flare package`` and run with its ``predict.sh`` and ``nnunet-sdm flare run`` from another
   directory with an environment holding only PATH (the venv's bin first).
 """
@@ -82,9 +82,9 @@ def synthetic_batch(trainer) -> dict:
 @pytest.mark.parametrize(
     ("override", "trainer_name"),
     [
-        ("cpu_small", "nnUNetTrainerSDM"),
-        ("xue2020_deep_unet", "nnUNetTrainerSDM_XueAdam"),
-        ("flare21", "nnUNetTrainerSDM"),
+        ("cpu_small", "nnUNetTrainerSDM_Xue2020"),
+        ("xue2020_deep_unet", "nnUNetTrainerSDM_Xue2020Adam"),
+        ("flare21", "nnUNetTrainerSDM_Xue2020"),
     ],
 )
 def test_bundled_overrides_train(planned_synthetic, tmp_path, monkeypatch, override, trainer_name):
@@ -115,7 +115,7 @@ def test_bundled_overrides_train(planned_synthetic, tmp_path, monkeypatch, overr
     )
     trainer.initialize()
     trainer.on_train_epoch_start()  # nnU-Net's lr_scheduler.step(current_epoch)
-    if trainer_name == "nnUNetTrainerSDM_XueAdam":
+    if trainer_name == "nnUNetTrainerSDM_Xue2020Adam":
         assert isinstance(trainer.optimizer, torch.optim.Adam)
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
     for _ in range(2):
@@ -138,7 +138,7 @@ def trained_xue(planned_synthetic, tmp_path_factory):
             "3d_fullres",
             "0",
             "-tr",
-            "nnUNetTrainerSDM_XueAdam",
+            "nnUNetTrainerSDM_Xue2020Adam",
             "-p",
             "nnUNetPlans_xue_cpu",
             "-device",
@@ -146,7 +146,7 @@ def trained_xue(planned_synthetic, tmp_path_factory):
         ],
         env,
     )
-    model = planned_synthetic["results"] / "nnUNetTrainerSDM_XueAdam__nnUNetPlans_xue_cpu__3d_fullres"
+    model = planned_synthetic["results"] / "nnUNetTrainerSDM_Xue2020Adam__nnUNetPlans_xue_cpu__3d_fullres"
     return {**planned_synthetic, "env": env, "model": model}
 
 
@@ -172,7 +172,7 @@ def test_flare_package_runs_from_a_clean_environment(trained_xue, tmp_path):
             "-c",
             "3d_fullres",
             "-tr",
-            "nnUNetTrainerSDM_XueAdam",
+            "nnUNetTrainerSDM_Xue2020Adam",
             "-p",
             "nnUNetPlans_xue_cpu",
             "-f",
@@ -257,7 +257,12 @@ def test_spacing_override_is_preprocessed_and_trained_under_its_own_identifier(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     trainer = get_trainer_from_args(
-        "990", "3d_fullres", 0, "nnUNetTrainerSDM", "nnUNetPlans_e2e_coarse", device=torch.device("cpu")
+        "990",
+        "3d_fullres",
+        0,
+        "nnUNetTrainerSDM_Xue2020",
+        "nnUNetPlans_e2e_coarse",
+        device=torch.device("cpu"),
     )
     trainer.initialize()
     assert trainer.preprocessed_dataset_folder.endswith("nnUNetPlans_e2e_coarse_3d_fullres")

@@ -1,4 +1,5 @@
-"""nnUNetTrainerSDM through nnU-Net's real commands: train, predict, find_best_configuration, export."""
+"""The flagship nnUNetTrainerSDM and Xue et al.'s nnUNetTrainerSDM_Xue2020 through nnU-Net's real commands:
+train, predict, find_best_configuration, export, -pretrained_weights."""
 
 from __future__ import annotations
 
@@ -18,15 +19,32 @@ BUDGET = {
 }
 
 
-@pytest.fixture(scope="module")
-def trained_sdm(planned_synthetic):
+# trainer -> loss terms its loss_terms.json must hold
+TERMS = {
+    "nnUNetTrainerSDM": ("dice_ce", "l2", "product", "consistency"),
+    "nnUNetTrainerSDM_Xue2020": ("dice", "l1", "product"),
+}
+
+
+@pytest.fixture(scope="module", params=list(TERMS))
+def trained_sdm(planned_synthetic, request):
+    trainer = request.param
     env = {**planned_synthetic["env"], **BUDGET}
     run(
-        [nnunet_bin("nnUNetv2_train"), "990", "3d_fullres", "0", "-tr", "nnUNetTrainerSDM", "-device", "cpu"],
+        [
+            nnunet_bin("nnUNetv2_train"),
+            "990",
+            "3d_fullres",
+            "0",
+            "-tr",
+            trainer,
+            "-device",
+            "cpu",
+        ],
         env,
     )
-    model = planned_synthetic["results"] / "nnUNetTrainerSDM__nnUNetPlans__3d_fullres"
-    return {**planned_synthetic, "env": env, "model": model}
+    model = planned_synthetic["results"] / f"{trainer}__nnUNetPlans__3d_fullres"
+    return {**planned_synthetic, "env": env, "model": model, "trainer": trainer}
 
 
 def test_training_writes_checkpoint_validation_and_loss_terms(trained_sdm):
@@ -34,14 +52,18 @@ def test_training_writes_checkpoint_validation_and_loss_terms(trained_sdm):
     assert (fold / "checkpoint_final.pth").is_file()
     assert (fold / "validation" / "summary.json").is_file()
     log = next(fold.glob("training_log_*.txt")).read_text()
-    assert "train loss terms:" in log and "dice" in log and "product" in log
+    terms = TERMS[trained_sdm["trainer"]]
+    assert "train loss terms:" in log and all(term in log for term in terms)
     assert (fold / "loss_terms.png").is_file()
     history = json.loads((fold / "loss_terms.json").read_text())
-    assert {"train/dice", "train/l1", "train/product", "val/dice"} <= set(history)
+    assert {f"train/{t}" for t in terms} | {f"val/{t}" for t in terms} <= set(history)
+    # the gradient norms of every term and their shares of the total, measured on each epoch's first batch
+    assert {f"train/grad_norm/{t}" for t in terms} | {f"train/grad_share/{t}" for t in terms} <= set(history)
+    assert history["train/grad_norm/loss"]["0"] > 0
 
 
 def test_predict_gives_label_maps_with_the_images_geometry(trained_sdm, tmp_path):
-    predict_and_check(trained_sdm["env"], trained_sdm["raw"], tmp_path / "pred", "nnUNetTrainerSDM")
+    predict_and_check(trained_sdm["env"], trained_sdm["raw"], tmp_path / "pred", trained_sdm["trainer"])
 
 
 def test_checkpoint_loads_strictly_in_the_stock_predictor(trained_sdm, monkeypatch):
@@ -68,14 +90,14 @@ def test_find_best_configuration_and_export(trained_sdm, tmp_path):
             "-c",
             "3d_fullres",
             "-tr",
-            "nnUNetTrainerSDM",
+            trained_sdm["trainer"],
             "-f",
             "0",
         ],
         env,
     )
     inference_info = trained_sdm["results"] / "inference_information.json"
-    assert "nnUNetTrainerSDM" in json.dumps(json.loads(inference_info.read_text()))
+    assert trained_sdm["trainer"] in json.dumps(json.loads(inference_info.read_text()))
     archive = tmp_path / "model.zip"
     run(
         [
@@ -87,7 +109,7 @@ def test_find_best_configuration_and_export(trained_sdm, tmp_path):
             "-c",
             "3d_fullres",
             "-tr",
-            "nnUNetTrainerSDM",
+            trained_sdm["trainer"],
             "-f",
             "0",
         ],
@@ -96,8 +118,9 @@ def test_find_best_configuration_and_export(trained_sdm, tmp_path):
     assert archive.stat().st_size > 0
 
 
+@pytest.mark.parametrize("trainer", list(TERMS))
 def test_pretrained_weights_from_a_stock_checkpoint_start_an_sdm_training(
-    planned_synthetic, tmp_path, monkeypatch
+    planned_synthetic, tmp_path, monkeypatch, trainer
 ):
     """-pretrained_weights with a stock nnUNetTrainer checkpoint: all but the 1x1 output layers transfer."""
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
@@ -110,7 +133,7 @@ def test_pretrained_weights_from_a_stock_checkpoint_start_an_sdm_training(
     stock.initialize()
     stock_checkpoint = tmp_path / "stock.pth"
     torch.save({"network_weights": stock.network.state_dict()}, stock_checkpoint)
-    sdm = get_trainer_from_args("990", "3d_fullres", 4, "nnUNetTrainerSDM", device=torch.device("cpu"))
+    sdm = get_trainer_from_args("990", "3d_fullres", 4, trainer, device=torch.device("cpu"))
     sdm.initialize()
     load_pretrained_weights(sdm.network, str(stock_checkpoint))
     transferred = {k: v for k, v in stock.network.state_dict().items() if ".seg_layers." not in k}
@@ -124,7 +147,7 @@ def test_pretrained_weights_from_a_stock_checkpoint_start_an_sdm_training(
             "3d_fullres",
             "2",
             "-tr",
-            "nnUNetTrainerSDM",
+            trainer,
             "-device",
             "cpu",
             "-pretrained_weights",

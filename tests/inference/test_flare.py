@@ -153,9 +153,9 @@ def test_gpu_hook_keeps_python_working_and_chains(tmp_path):
 # ---- package -------------------------------------------------------------------------------------
 @pytest.fixture
 def fake_results(tmp_path, monkeypatch):
-    """An nnU-Net results folder with a (fake) trained nnUNetTrainerSDM model, folds 0 and 1."""
+    """An nnU-Net results folder with a (fake) trained nnUNetTrainerSDM_Xue2020 model, folds 0 and 1."""
     results = tmp_path / "results"
-    model = results / "Dataset990_SDMSynth" / "nnUNetTrainerSDM__nnUNetPlans_x__3d_fullres"
+    model = results / "Dataset990_SDMSynth" / "nnUNetTrainerSDM_Xue2020__nnUNetPlans_x__3d_fullres"
     for fold in (0, 1):
         (model / f"fold_{fold}" / "validation").mkdir(parents=True)
         (model / f"fold_{fold}" / "checkpoint_final.pth").write_bytes(b"final")
@@ -169,9 +169,14 @@ def fake_results(tmp_path, monkeypatch):
 
 def test_package_copies_only_the_needed_checkpoints(fake_results, tmp_path):
     out = package_submission(
-        "Dataset990_SDMSynth", "3d_fullres", "nnUNetTrainerSDM", "nnUNetPlans_x", ["0"], tmp_path / "sub"
+        "Dataset990_SDMSynth",
+        "3d_fullres",
+        "nnUNetTrainerSDM_Xue2020",
+        "nnUNetPlans_x",
+        ["0"],
+        tmp_path / "sub",
     )
-    model = out / "model" / "Dataset990_SDMSynth" / "nnUNetTrainerSDM__nnUNetPlans_x__3d_fullres"
+    model = out / "model" / "Dataset990_SDMSynth" / "nnUNetTrainerSDM_Xue2020__nnUNetPlans_x__3d_fullres"
     files = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file())
     assert files == ["dataset.json", "dataset_fingerprint.json", "fold_0/checkpoint_final.pth", "plans.json"]
     script = out / "predict.sh"
@@ -181,15 +186,17 @@ def test_package_copies_only_the_needed_checkpoints(fake_results, tmp_path):
     assert "nnUNetv2_predict_from_modelfolder" in text and "nnUNet_extTrainer" in text
     assert (
         'FOLDS="0"' in text
-        and "model/Dataset990_SDMSynth/nnUNetTrainerSDM__nnUNetPlans_x__3d_fullres" in text
+        and "model/Dataset990_SDMSynth/nnUNetTrainerSDM_Xue2020__nnUNetPlans_x__3d_fullres" in text
     )
     info = json.loads((out / "submission.json").read_text())
-    assert info["trainer"] == "nnUNetTrainerSDM" and info["labels"] == LABELS and info["folds"] == ["0"]
+    assert (
+        info["trainer"] == "nnUNetTrainerSDM_Xue2020" and info["labels"] == LABELS and info["folds"] == ["0"]
+    )
     docker = (out / "Dockerfile").read_text()
     assert f"nnunetv2=={info['versions']['nnunetv2']}" in docker and "predict.sh" in docker
     source = out / "nnunet_sdm_src"
     assert (source / "pyproject.toml").is_file() and (
-        source / "nnunet_sdm" / "trainers" / "nnUNetTrainerSDM.py"
+        source / "nnunet_sdm" / "trainers" / "nnUNetTrainerSDM_Xue2020.py"
     ).is_file()
     assert not list(source.rglob("__pycache__"))
     assert "sh predict.sh INPUT_DIR OUTPUT_DIR" in (out / "README.md").read_text()
@@ -200,7 +207,7 @@ def test_package_errors(fake_results, tmp_path):
         args = {
             "dataset": "Dataset990_SDMSynth",
             "configuration": "3d_fullres",
-            "trainer": "nnUNetTrainerSDM",
+            "trainer": "nnUNetTrainerSDM_Xue2020",
             "plans": "nnUNetPlans_x",
             "folds": ["0"],
             "out": tmp_path / "sub",

@@ -1,4 +1,4 @@
-"""`nnunet-sdm predict --save-sdm` on a tiny nnUNetTrainerSDM model trained with the real nnUNetv2_train.
+"""`nnunet-sdm predict --save-sdm` on a tiny nnUNetTrainerSDM_Xue2020 model trained with the real nnUNetv2_train.
 
 Checks: the label maps are nnUNetv2_predict's, bit for bit; nnU-Net's sequential path stops with a clear error;
 the SDM images have each image's geometry, also for inputs that nnU-Net resamples (other spacing),
@@ -48,7 +48,7 @@ def trained(planned_synthetic, tmp_path_factory):
             "3d_fullres",
             "0",
             "-tr",
-            "nnUNetTrainerSDM",
+            "nnUNetTrainerSDM_Xue2020",
             "-p",
             PLANS,
             "-device",
@@ -57,7 +57,9 @@ def trained(planned_synthetic, tmp_path_factory):
         env,
     )
     model = (
-        Path(env["nnUNet_results"]) / planned_synthetic["raw"].name / f"nnUNetTrainerSDM__{PLANS}__3d_fullres"
+        Path(env["nnUNet_results"])
+        / planned_synthetic["raw"].name
+        / f"nnUNetTrainerSDM_Xue2020__{PLANS}__3d_fullres"
     )
     images = sorted((planned_synthetic["raw"] / "imagesTs").glob("*_0000.nii.gz"))
     _centre_class_1(model, images[0], env)
@@ -147,7 +149,7 @@ def _predict_args(trained, out, *extra, command="nnunet-sdm", npp="1"):
         "-c",
         "3d_fullres",
         "-tr",
-        "nnUNetTrainerSDM",
+        "nnUNetTrainerSDM_Xue2020",
         "-p",
         PLANS,
         "-f",
@@ -193,7 +195,11 @@ def test_label_maps_are_nnunet_predicts(predictions):
 def test_sdm_images_have_the_image_geometry(predictions):
     root = predictions["root"]
     info = json.loads((root / "sdm" / "sdm" / "sdm.json").read_text())
-    assert info["classes"] == [1, 2] and "not mm" in info["unit"] and info["trainer"] == "nnUNetTrainerSDM"
+    assert (
+        info["classes"] == [1, 2]
+        and "not mm" in info["unit"]
+        and info["trainer"] == "nnUNetTrainerSDM_Xue2020"
+    )
     for case in _cases(predictions):
         image = sitk.ReadImage(str(predictions["inputs"] / f"{case}_0000.nii.gz"))
         sdm = sitk.ReadImage(str(root / "sdm" / "sdm" / f"{case}_sdm.nii.gz"))

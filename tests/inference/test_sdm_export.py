@@ -183,7 +183,7 @@ def test_check_names_a_trainer_without_sdm_head(monkeypatch):
         predictor.check_sdm_export()
     predictor.network, predictor.trainer_name = _sdm_network(3, 2), "nnUNetTrainerSDMDualHead"
     predictor.check_sdm_export()  # a segmentation head and an SDM head: fine
-    predictor.network, predictor.trainer_name = _sdm_network(0, 2), "nnUNetTrainerSDM"
+    predictor.network, predictor.trainer_name = _sdm_network(0, 2), "nnUNetTrainerSDM_Xue2020"
     predictor.check_sdm_export()
     predictor.plans_manager = SimpleNamespace(image_reader_writer_class=type("Tiff3DIO", (), {}))
     with pytest.raises(SDMExportError, match="Tiff3DIO"):

@@ -2,7 +2,7 @@
 
 - In-process (cheap): a NaN in a batch stops every trainer with ``NonFiniteLossError`` before the
   optimiser step, naming the trainer, the epoch and the cases; the weights are unchanged.
-- Through nnU-Net's real commands (slow): ``nnUNetv2_train ... -tr nnUNetTrainerSDM`` is SIGKILLed in the
+- Through nnU-Net's real commands (slow): ``nnUNetv2_train ... -tr nnUNetTrainerSDM_Xue2020`` is SIGKILLed in the
   middle of training and resumed with ``--c``; it trains to the end and ``nnUNetv2_predict`` works. nnU-Net
   writes ``checkpoint_latest.pth`` only every ``save_every`` (50) epochs, so an early kill leaves
   ``checkpoint_best.pth`` (written whenever the EMA pseudo Dice improves, always after epoch 0), which

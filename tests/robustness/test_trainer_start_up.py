@@ -48,12 +48,22 @@ XUE_BAD = [
     ("product_weight", float("inf")),
 ]
 BAD_SETTINGS: dict[str, list[tuple]] = {
-    "nnUNetTrainerSDM": XUE_BAD,
-    "nnUNetTrainerSDM_SDMOnly": [*XUE_BAD, ("sdm_weight", 0.0, "every term is switched off")],
-    "nnUNetTrainerSDM_L1": XUE_BAD,
-    "nnUNetTrainerSDM_TargetsInLoader": XUE_BAD,
-    "nnUNetTrainerSDM_Truncated": [*XUE_BAD, ("truncation_mm", 0.0), ("truncation_mm", -10.0)],
-    "nnUNetTrainerSDM_XueAdam": [
+    "nnUNetTrainerSDM": [
+        ("truncation_mm", 0.0),
+        ("truncation_mm", float("inf")),
+        ("sdm_weight", -0.1),
+        ("consistency_weight", float("nan")),
+        ("heaviside_voxels", 0.0),
+        ("ramp_fraction", -0.1),
+        ("ramp_fraction", 1.5),
+        ("sdm_weight", True),
+    ],
+    "nnUNetTrainerSDM_Xue2020": XUE_BAD,
+    "nnUNetTrainerSDM_Xue2020SDMOnly": [*XUE_BAD, ("sdm_weight", 0.0, "every term is switched off")],
+    "nnUNetTrainerSDM_Xue2020L1": XUE_BAD,
+    "nnUNetTrainerSDM_Xue2020TargetsInLoader": XUE_BAD,
+    "nnUNetTrainerSDM_Xue2020Truncated": [*XUE_BAD, ("truncation_mm", 0.0), ("truncation_mm", -10.0)],
+    "nnUNetTrainerSDM_Xue2020Adam": [
         *XUE_BAD,
         ("adam_lr", 0.0),
         ("adam_weight_decay", -1e-5),
@@ -174,14 +184,14 @@ def test_non_consecutive_labels_stop_naming_the_trainer(setup, name, labels):
 def test_nonsense_budget_environment_variable_stops_naming_it(setup, monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=rf"{variable}='{re.escape(value)}': expected an integer >= 1"):
-        construct(TRAINERS["nnUNetTrainerSDM"], *setup)
+        construct(TRAINERS["nnUNetTrainerSDM_Xue2020"], *setup)
 
 
 def test_budget_environment_variables_set_the_budget(setup, monkeypatch):
     monkeypatch.setenv("nnUNetSDM_num_epochs", "4")
     monkeypatch.setenv("nnUNetSDM_iterations_per_epoch", "3")
     monkeypatch.setenv("nnUNetSDM_val_iterations_per_epoch", "1")
-    trainer = construct(TRAINERS["nnUNetTrainerSDM"], *setup)
+    trainer = construct(TRAINERS["nnUNetTrainerSDM_Xue2020"], *setup)
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (
         4,
         3,
@@ -197,9 +207,9 @@ def test_nonsense_lrnet_pretrain_iterations_stops_naming_the_variable(setup, mon
 
 #: infinite values (``not x > 0`` would let them through): caught at start-up, naming the setting
 INFINITE_SETTINGS = [
-    ("nnUNetTrainerSDM_Truncated", "truncation_mm", float("inf")),
-    ("nnUNetTrainerSDM_XueAdam", "adam_lr", float("inf")),
-    ("nnUNetTrainerSDM_XueAdam", "adam_weight_decay", float("inf")),
+    ("nnUNetTrainerSDM_Xue2020Truncated", "truncation_mm", float("inf")),
+    ("nnUNetTrainerSDM_Xue2020Adam", "adam_lr", float("inf")),
+    ("nnUNetTrainerSDM_Xue2020Adam", "adam_weight_decay", float("inf")),
 ]
 
 

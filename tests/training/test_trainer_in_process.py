@@ -16,7 +16,12 @@ def sdm_trainer(planned_synthetic, monkeypatch):
     for key, value in planned_synthetic["env"].items():
         monkeypatch.setenv(key, value)
     trainer = get_trainer_from_args(
-        "990", "3d_fullres", 0, "nnUNetTrainerSDM", "nnUNetPlans_cpu_small", device=torch.device("cpu")
+        "990",
+        "3d_fullres",
+        0,
+        "nnUNetTrainerSDM_Xue2020",
+        "nnUNetPlans_cpu_small",
+        device=torch.device("cpu"),
     )
     trainer.initialize()
     return trainer
@@ -66,7 +71,7 @@ def test_non_finite_loss_stops_before_the_weights_change(sdm_trainer, monkeypatc
 def test_region_datasets_stop_at_start_up(planned_synthetic, monkeypatch):
     import json
 
-    from nnunet_sdm.training.xue import nnUNetTrainerSDM
+    from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
 
     for key, value in planned_synthetic["env"].items():
         monkeypatch.setenv(key, value)
@@ -75,22 +80,22 @@ def test_region_datasets_stop_at_start_up(planned_synthetic, monkeypatch):
     dataset_json["labels"] = {"background": 0, "whole": [1, 2], "vessel": 2}
     dataset_json["regions_class_order"] = [1, 2]
     plans["continue_training"] = False
-    with pytest.raises(UnsupportedSetupError, match="nnUNetTrainerSDM.*region-based"):
-        nnUNetTrainerSDM(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    with pytest.raises(UnsupportedSetupError, match="nnUNetTrainerSDM_Xue2020.*region-based"):
+        nnUNetTrainerSDM_Xue2020(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("setting", [{"heaviside_k": 0.0}, {"sdm_weight": -1.0}, {"truncation_mm": 0.0}])
 def test_nonsense_settings_stop_at_start_up(planned_synthetic, monkeypatch, setting):
     import json
 
-    from nnunet_sdm.training.xue import nnUNetTrainerSDM_Truncated
+    from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020Truncated
 
     for key, value in planned_synthetic["env"].items():
         monkeypatch.setenv(key, value)
     plans = json.loads((planned_synthetic["preprocessed"] / "nnUNetPlans_cpu_small.json").read_text())
     dataset_json = json.loads((planned_synthetic["preprocessed"] / "dataset.json").read_text())
     plans["continue_training"] = False
-    variant = type("nnUNetTrainerSDM_Bad", (nnUNetTrainerSDM_Truncated,), setting)
+    variant = type("nnUNetTrainerSDM_Bad", (nnUNetTrainerSDM_Xue2020Truncated,), setting)
     name = next(iter(setting))
     with pytest.raises(ValueError, match=f"nnUNetTrainerSDM_Bad.*{name.split('_')[0]}"):
         variant(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
@@ -125,5 +130,7 @@ def test_truncated_foreign_and_other_trainers_checkpoints_are_named(sdm_trainer,
     checkpoint = torch.load(good, weights_only=False)
     checkpoint["trainer_name"] = "nnUNetTrainer"
     torch.save(checkpoint, other)
-    with pytest.raises(CheckpointError, match="written by trainer nnUNetTrainer, not nnUNetTrainerSDM"):
+    with pytest.raises(
+        CheckpointError, match="written by trainer nnUNetTrainer, not nnUNetTrainerSDM_Xue2020"
+    ):
         sdm_trainer.load_checkpoint(str(other))

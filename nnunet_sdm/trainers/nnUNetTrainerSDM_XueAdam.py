@@ -1,1 +1,0 @@
-from nnunet_sdm.training.xue_optim import nnUNetTrainerSDM_XueAdam  # noqa: F401

@@ -1,0 +1,121 @@
+"""The flagship ``nnUNetTrainerSDM``: nnU-Net's segmentation, made shape-aware by an SDM head.
+
+Design (why each part is there):
+
+- **nnU-Net's own segmentation head and loss** (Dice + CE, built as ``nnUNetTrainer`` does) carry the
+  segmentation, and inference is that head alone, exactly as stock nnU-Net: the trainer cannot forget
+  what stock learns, and every nnU-Net tool (predictor, ensembling, post-processing) sees a stock model.
+  The network is stock's, initialised identically from the same random state (the SDM rows of the 1x1
+  output layers are appended after), so with the distance terms off it *is* ``nnUNetTrainer`` (A/A tests).
+- **An SDM head** (one tanh channel per foreground class at every deep-supervision scale, Xue et al. 2020)
+  regresses the signed distance map **truncated in mm**, ``clamp(sdm / tau, -1, 1)``, tau = 5 mm, with
+  an L2 loss (Wang & Zhang 2021) plus Xue et al.'s product loss (eq. 4). Not Xue's per-patch
+  normalisation: it divides the outside distances by the largest one in the patch, so one voxel next to
+  a boundary becomes a target of ~0.02 in a large patch (and depends on where the patch was cut); the
+  truncated target is 1 / tau per mm everywhere (docs/diagnosis.md).
+- **A differentiable Heaviside couples the heads** (dual-task consistency, Luo et al. AAAI 2021):
+  ``mean (softmax_c - sigmoid(-k * sdm_c))^2``, with k chosen per scale so that the soft step reaches
+  0.95 one voxel from the zero level (k = 3 tau / spacing). Xue's k = 1500 on [-1, 1] SDMs has a usable
+  gradient only within ~1/500 of the normalisation range of the zero level set, i.e. almost nowhere
+  (docs/diagnosis.md); the coupling pulls the segmentation's probabilities towards the SDM's inside /
+  outside, which is what removes stray blobs far from the object.
+- **The distance terms are ramped in** linearly over the first ``ramp_fraction`` of the epochs (Kervadec
+  et al. 2019 raise the boundary-loss weight during training; Ma et al. 2020 schedule their distance
+  losses too): at the start a random SDM head would only add gradient noise to the shared decoder, which
+  is what made the plain dual-head trainer fall behind stock (docs/diagnosis.md).
+- **Weights**: ``sdm_weight`` (L2 + product) 0.1 and ``consistency_weight`` 0.1 keep the distance terms
+  at a fraction of the Dice + CE gradient (the shares are logged each epoch in ``loss_terms.json``),
+  instead of the 1:1 of the plain dual-head trainer whose L2 gradient competed with the segmentation.
+
+Loss per deep-supervision scale (nnU-Net's weights), with w the ramp in [0, 1]::
+
+    L = DiceCE(seg, y) + w * ( sdm_weight * (L2(sdm, t) + product(sdm, t))
+                               + consistency_weight * mean (softmax(seg)_fg - H_k(sdm))^2 )
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nnunet_sdm.distance import truncate
+from nnunet_sdm.losses import HeavisideConsistencyLoss, L2SDMLoss, ProductSDMLoss
+from nnunet_sdm.network import SDMOutput
+from nnunet_sdm.training.base import ScaleTarget, check_number, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
+
+#: log(0.95 / 0.05): sigmoid(x) = 0.95 at this x
+_LOGIT_95 = math.log(19.0)
+
+
+class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
+    """nnU-Net's Dice + CE head + a truncated-SDM head (L2 + product) + Heaviside consistency, ramped in."""
+
+    has_segmentation_head = True
+    has_sdm_head = True
+    uses_distance_targets = True
+
+    #: SDM target clamp(sdm / truncation_mm, -1, 1)
+    truncation_mm: float = 5.0
+    #: weight of the SDM regression terms (L2 and product) at full ramp
+    sdm_weight: float = 0.1
+    #: weight of the Heaviside consistency between the heads at full ramp
+    consistency_weight: float = 0.1
+    #: the soft Heaviside reaches 0.95 / 0.05 this many voxels from the SDM's zero level
+    heaviside_voxels: float = 1.0
+    #: fraction of the epochs over which the distance terms ramp from 0 to their full weight (0: no ramp)
+    ramp_fraction: float = 0.1
+
+    def check_settings(self) -> None:
+        for name in ("truncation_mm", "heaviside_voxels"):
+            check_number(self, name, minimum=1e-6)
+        for name in ("sdm_weight", "consistency_weight", "ramp_fraction"):
+            check_number(self, name)
+        if self.ramp_fraction > 1:
+            raise ValueError(f"{type(self).__name__}: ramp_fraction must be <= 1, got {self.ramp_fraction!r}")
+
+    def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+        return truncate(sdm_mm, self.truncation_mm)
+
+    def build_scale_loss(self) -> nn.Module:
+        return nn.ModuleDict(
+            {
+                "dice_ce": nnunet_dice_ce_loss(self),
+                "l2": L2SDMLoss(),
+                "product": ProductSDMLoss(),
+                "consistency": HeavisideConsistencyLoss(),
+            }
+        )
+
+    def distance_ramp(self) -> float:
+        """w in [0, 1]: 0 at epoch 0, rising linearly to 1 at ``ramp_fraction * num_epochs``."""
+        ramp_epochs = self.ramp_fraction * self.num_epochs
+        return 1.0 if ramp_epochs <= 0 else min(1.0, self.current_epoch / ramp_epochs)
+
+    def heaviside_k(self, spacing: tuple[float, ...]) -> float:
+        """Steepness on the truncated SDM so the soft step is 0.95 ``heaviside_voxels`` voxels from zero."""
+        return _LOGIT_95 * self.truncation_mm / (self.heaviside_voxels * min(spacing))
+
+    def loss_term_weights(self) -> dict[str, float]:
+        w = self.distance_ramp()
+        return {
+            "dice_ce": 1.0,
+            "l2": w * self.sdm_weight,
+            "product": w * self.sdm_weight,
+            "consistency": w * self.consistency_weight,
+        }
+
+    def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
+        terms = {
+            "dice_ce": self.loss["dice_ce"](output.seg, target.labels[:, None]),
+            "l2": self.loss["l2"](output.sdm, target.distance),
+            "product": self.loss["product"](output.sdm, target.distance),
+        }
+        foreground = torch.softmax(output.seg.float(), dim=1)[:, 1:]
+        terms["consistency"] = self.loss["consistency"](
+            foreground, output.sdm, self.heaviside_k(target.spacing)
+        )
+        weights = self.loss_term_weights()
+        total = sum(weights[name] * value for name, value in terms.items())
+        return {"loss": total, **terms}
