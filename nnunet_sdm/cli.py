@@ -50,6 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=torch.device(args.device) if args.device else None,
         pretrained_weights=args.pretrained_weights,
         continue_training=args.c,
+        warm_start=args.warm_start,
     )
     print(f"trained: {folder}")
     return 0
@@ -219,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", default=None)
     p.add_argument("-pretrained_weights", default=None)
     p.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--warm-start",
+        metavar="CHECKPOINT",
+        help="start from all weights of a checkpoint, output layers included (a stock nnUNetTrainer "
+        "checkpoint fills the segmentation rows; SDM rows start fresh); optimiser and schedule start anew",
+    )
     p.set_defaults(func=_cmd_train)
 
     plans = sub.add_parser("plans", help="plans overrides").add_subparsers(

@@ -45,6 +45,7 @@ def train_with_budget(
     continue_training: bool = False,
     threads: int | None = None,
     warm_start: str | None = None,
+    final_validation: bool = True,
 ) -> Path:
     """Train, run nnU-Net's final validation, and return the fold's output folder.
 
@@ -52,6 +53,8 @@ def train_with_budget(
     ``warm_start``: a checkpoint whose weights *all* start this training, output layers included
     (:func:`~nnunet_sdm.network.load_warm_start`; nnU-Net's ``pretrained_weights`` re-initialises them).
     The optimiser, learning-rate schedule and epoch count start anew.
+    ``final_validation``: nnU-Net's prediction of the fold's validation cases after training (what
+    ``nnUNetv2_find_best_configuration`` reads); a benchmark on held-out test cases can skip it.
     """
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
@@ -84,5 +87,6 @@ def train_with_budget(
         fresh = load_warm_start(trainer.network, weights, source=warm_start)
         trainer.print_to_log_file(f"warm start from {warm_start} ({fresh} output rows initialised anew)")
     trainer.run_training()
-    trainer.perform_actual_validation(False)
+    if final_validation:
+        trainer.perform_actual_validation(False)
     return Path(trainer.output_folder)

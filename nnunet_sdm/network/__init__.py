@@ -7,6 +7,7 @@ from nnunet_sdm.network.sdm_head import (
     add_output_channels,
     load_warm_start,
     sdm_outputs,
+    set_sdm_trunk_gradient_scale,
     unwrap,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "add_output_channels",
     "load_warm_start",
     "sdm_outputs",
+    "set_sdm_trunk_gradient_scale",
     "unwrap",
 ]

@@ -79,13 +79,60 @@ class SDMHeadNetwork(nn.Module):
         return torch.cat((background, -SDM_LOGIT_SCALE * out.sdm), dim=1)
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward pass multiplies the gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+_CONV = {1: nn.functional.conv1d, 2: nn.functional.conv2d, 3: nn.functional.conv3d}
+
+
+class SplitOutputConv(nn.Module):
+    """A 1x1 output convolution with segmentation rows ``[:num_seg]`` and SDM rows ``[num_seg:]``.
+
+    Its ``weight`` and ``bias`` are the convolution's (the state_dict keys stay nnU-Net's). The forward
+    value is the plain convolution's; only the gradient that the SDM rows send to the features below is
+    multiplied by ``trunk_gradient_scale`` (the rows themselves always get their full gradient). A trainer
+    can so let a fresh SDM head learn at full rate while its pull on the shared network ramps in.
+    """
+
+    def __init__(self, conv: nn.Module, num_seg: int) -> None:
+        super().__init__()
+        if tuple(conv.kernel_size) != (1,) * len(conv.kernel_size) or conv.groups != 1:
+            raise ValueError(f"SplitOutputConv takes a 1x1 convolution without groups, got {conv}")
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.num_seg = num_seg
+        self.stride, self.padding = conv.stride, conv.padding
+        self.trunk_gradient_scale = 1.0
+
+    def _conv(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias[rows]
+        return _CONV[self.weight.ndim - 2](x, self.weight[rows], bias, self.stride, self.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trunk_gradient_scale == 1.0 or not torch.is_grad_enabled():
+            return self._conv(x, slice(None))
+        seg = self._conv(x, slice(None, self.num_seg))
+        sdm = self._conv(_ScaleGradient.apply(x, self.trunk_gradient_scale), slice(self.num_seg, None))
+        return torch.cat((seg, sdm), dim=1)
+
+
 def add_output_channels(backbone: nn.Module, extra_channels: int) -> nn.Module:
     """Append ``extra_channels`` output rows to every 1x1 output layer (``decoder.seg_layers``), in place.
 
     The backbone was built (and initialised) with the stock channel count, so its weights, the
     segmentation rows of the output layers included, are exactly the ones ``nnUNetTrainer`` gets from
     the same random state; only the new rows draw from the random generator afterwards, with the
-    backbone's own ``initialize``. Returns the backbone.
+    backbone's own ``initialize``. The widened layers are :class:`SplitOutputConv`. Returns the backbone.
     """
     if extra_channels < 0:
         raise ValueError(f"extra_channels must be >= 0, got {extra_channels}")
@@ -110,8 +157,17 @@ def add_output_channels(backbone: nn.Module, extra_channels: int) -> nn.Module:
             new.weight[: old.out_channels] = old.weight
             if old.bias is not None:
                 new.bias[: old.out_channels] = old.bias
-        layers[i] = new
+        layers[i] = SplitOutputConv(new, old.out_channels)
     return backbone
+
+
+def set_sdm_trunk_gradient_scale(network: nn.Module, scale: float) -> None:
+    """Scale the gradient that the SDM rows of every :class:`SplitOutputConv` send to the shared network."""
+    if not (0.0 <= scale <= 1.0):
+        raise ValueError(f"scale must be in [0, 1], got {scale!r}")
+    for module in unwrap(network).modules():
+        if isinstance(module, SplitOutputConv):
+            module.trunk_gradient_scale = float(scale)
 
 
 def load_warm_start(

@@ -115,6 +115,37 @@ def plot_loss_terms(history: dict[str, dict[str, float]], filename: str) -> None
     plt.close(fig)
 
 
+def term_gradient_norms_of(
+    network: nn.Module,
+    terms: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    grad_scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, float]:
+    """Gradient norm over all trainable weights of every loss term (``grad_norm/<term>``, ``loss`` the
+    total), whether the total's exceeds nnU-Net's clipping at 12 (``grad_norm/clipped``), and each term's
+    share of the total's (``grad_share/<term>`` = weight x term norm / total norm, for the terms that
+    ``weights`` lists). Terms of a weighted sum need not have shares that add up to 1 (their gradients
+    need not point the same way). The network's ``.grad`` fields are left untouched.
+    """
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    scale = float(grad_scaler.get_scale()) if grad_scaler is not None else 1.0
+    norms: dict[str, float] = {}
+    for name, value in terms.items():
+        if not value.requires_grad:
+            continue
+        grads = torch.autograd.grad(value * scale, parameters, retain_graph=True, allow_unused=True)
+        squares = [g.detach().float().square().sum() for g in grads if g is not None]
+        norms[name] = float(torch.stack(squares).sum().sqrt()) / scale if squares else 0.0
+    diagnostics = {f"grad_norm/{name}": value for name, value in norms.items()}
+    total = norms.get("loss", 0.0)
+    if total > 0:
+        diagnostics["grad_norm/clipped"] = float(total > 12)
+        for name, weight in weights.items():
+            if name in norms:
+                diagnostics[f"grad_share/{name}"] = weight * norms[name] / total
+    return diagnostics
+
+
 BUDGET_ENV = {
     "num_epochs": "nnUNetSDM_num_epochs",
     "num_iterations_per_epoch": "nnUNetSDM_iterations_per_epoch",
@@ -364,28 +395,11 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         return {}
 
     def term_gradient_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Gradient norm (over all trainable weights) of ``loss`` and of every term; the share of a term is
-        its weight times its gradient norm over the norm of ``loss``'s gradient (before clipping at 12).
+        """:func:`term_gradient_norms_of` this trainer's network and declared term weights.
 
         One extra backward pass per term, so it runs on the first batch of every epoch only.
         """
-        parameters = [p for p in self.network.parameters() if p.requires_grad]
-        scale = float(self.grad_scaler.get_scale()) if self.grad_scaler is not None else 1.0
-        norms: dict[str, float] = {}
-        for name, value in terms.items():
-            if not value.requires_grad:
-                continue
-            grads = torch.autograd.grad(value * scale, parameters, retain_graph=True, allow_unused=True)
-            squares = [g.detach().float().square().sum() for g in grads if g is not None]
-            norms[name] = float(torch.stack(squares).sum().sqrt()) / scale if squares else 0.0
-        diagnostics = {f"grad_norm/{name}": value for name, value in norms.items()}
-        total = norms.get("loss", 0.0)
-        if total > 0:
-            diagnostics["grad_norm/clipped"] = float(total > 12)
-            for name, weight in self.loss_term_weights().items():
-                if name in norms:
-                    diagnostics[f"grad_share/{name}"] = weight * norms[name] / total
-        return diagnostics
+        return term_gradient_norms_of(self.network, terms, self.loss_term_weights(), self.grad_scaler)
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

@@ -19,18 +19,25 @@ Design (why each part is there):
   gradient only within ~1/500 of the normalisation range of the zero level set, i.e. almost nowhere
   (docs/diagnosis.md); the coupling pulls the segmentation's probabilities towards the SDM's inside /
   outside, which is what removes stray blobs far from the object.
-- **The distance terms are ramped in** linearly over the first ``ramp_fraction`` of the epochs (Kervadec
-  et al. 2019 raise the boundary-loss weight during training; Ma et al. 2020 schedule their distance
-  losses too): at the start a random SDM head would only add gradient noise to the shared decoder, which
-  is what made the plain dual-head trainer fall behind stock (docs/diagnosis.md).
+- **The SDM head's pull on the shared network is ramped in** linearly over the first ``ramp_fraction``
+  of the epochs (Kervadec et al. 2019 raise their boundary-loss weight during training; Ma et al. 2020
+  schedule their distance losses too), and so is the consistency weight. The SDM rows of the output
+  layers always learn at full rate (:class:`~nnunet_sdm.network.sdm_head.SplitOutputConv` scales only the
+  gradient they send to the features below): a fresh SDM head is far from its targets, and its L2
+  gradient into the shared decoder is then larger than the segmentation's own (docs/diagnosis.md: 58 %
+  of the total at a warm start even at weight 0.1, 99 % for the plain dual-head trainer at weight 1),
+  which is what made the dual-head trainer fall behind stock. By the end of the ramp the head fits and
+  its remaining gradient carries what the shared features lack: distance to the boundary.
 - **Weights**: ``sdm_weight`` (L2 + product) 0.1 and ``consistency_weight`` 0.1 keep the distance terms
   at a fraction of the Dice + CE gradient (the shares are logged each epoch in ``loss_terms.json``),
   instead of the 1:1 of the plain dual-head trainer whose L2 gradient competed with the segmentation.
 
 Loss per deep-supervision scale (nnU-Net's weights), with w the ramp in [0, 1]::
 
-    L = DiceCE(seg, y) + w * ( sdm_weight * (L2(sdm, t) + product(sdm, t))
-                               + consistency_weight * mean (softmax(seg)_fg - H_k(sdm))^2 )
+    L = DiceCE(seg, y) + sdm_weight * (L2(sdm, t) + product(sdm, t))
+        + w * consistency_weight * mean (softmax(seg)_fg - H_k(sdm))^2
+
+and the gradient of the SDM rows into the shared network multiplied by w.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from torch import nn
 
 from nnunet_sdm.distance import truncate
 from nnunet_sdm.losses import HeavisideConsistencyLoss, L2SDMLoss, ProductSDMLoss
-from nnunet_sdm.network import SDMOutput
+from nnunet_sdm.network import SDMOutput, set_sdm_trunk_gradient_scale
 from nnunet_sdm.training.base import ScaleTarget, check_number, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
 
 #: log(0.95 / 0.05): sigmoid(x) = 0.95 at this x
@@ -50,7 +57,7 @@ _LOGIT_95 = math.log(19.0)
 
 
 class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
-    """nnU-Net's Dice + CE head + a truncated-SDM head (L2 + product) + Heaviside consistency, ramped in."""
+    """nnU-Net's Dice + CE head + a truncated-SDM head (L2 + product) + Heaviside consistency; see the module."""
 
     has_segmentation_head = True
     has_sdm_head = True
@@ -64,7 +71,8 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
     consistency_weight: float = 0.1
     #: the soft Heaviside reaches 0.95 / 0.05 this many voxels from the SDM's zero level
     heaviside_voxels: float = 1.0
-    #: fraction of the epochs over which the distance terms ramp from 0 to their full weight (0: no ramp)
+    #: fraction of the epochs over which the SDM head's gradient into the shared network and the
+    #: consistency weight ramp from 0 to full (0: no ramp)
     ramp_fraction: float = 0.1
 
     def check_settings(self) -> None:
@@ -98,13 +106,19 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
         return _LOGIT_95 * self.truncation_mm / (self.heaviside_voxels * min(spacing))
 
     def loss_term_weights(self) -> dict[str, float]:
-        w = self.distance_ramp()
         return {
             "dice_ce": 1.0,
-            "l2": w * self.sdm_weight,
-            "product": w * self.sdm_weight,
-            "consistency": w * self.consistency_weight,
+            "l2": self.sdm_weight,
+            "product": self.sdm_weight,
+            "consistency": self.distance_ramp() * self.consistency_weight,
         }
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        set_sdm_trunk_gradient_scale(self.network, self.distance_ramp())
+        self.print_to_log_file(
+            f"distance ramp {self.distance_ramp():.3f} (SDM gradient into the shared network)"
+        )
 
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
         terms = {

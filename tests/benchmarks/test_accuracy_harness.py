@@ -192,3 +192,45 @@ def test_rerun_with_another_budget_stops_instead_of_mixing_results(benchmark):
     assert result.returncode == 2
     assert "other settings" in result.stderr and "budget" in result.stderr
     assert "use a new --out" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def warm_seeds(benchmark, tmp_path_factory):
+    """The same data in warm-start mode with two seeds, two runs side by side."""
+    out = tmp_path_factory.mktemp("warm") / "out"
+    args = list(benchmark["args"])
+    args[args.index("--out") + 1] = str(out)
+    args += ["--seeds", "0", "1", "--warm-start-epochs", "1", "--jobs", "2", "--threads", "1"]
+    return {"out": out, "stdout": _check(_harness(args, benchmark["env"]))}
+
+
+def test_warm_start_fine_tunes_every_trainer_and_seed_from_one_stock_pre_training(warm_seeds):
+    out = warm_seeds["out"]
+    pretrained = out / "pretrain" / "nnUNet_results" / "Dataset991_SDMSynth"
+    checkpoint = (
+        pretrained / "nnUNetTrainer__nnUNetPlans_cpu_small__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    )
+    assert checkpoint.is_file()
+    for root in (out, out / "seed_1"):
+        for trainer in TRAINERS:
+            log = next(_fold(root, trainer).glob("training_log_*.txt")).read_text()
+            assert f"warm start from {checkpoint}" in log
+            assert len(list((root / "predictions" / trainer).glob("*.nii.gz"))) == 2
+    manifest = json.loads((out / "benchmark.json").read_text())
+    assert (
+        manifest["warm_start"]["budget"]["epochs"] == 1
+        and manifest["warm_start"]["trainer"] == "nnUNetTrainer"
+    )
+
+
+def test_seeds_are_paired_with_stock_in_results(warm_seeds):
+    out = warm_seeds["out"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [0, 1]
+    assert set(results["foreground_mean_per_seed"]) == {"0", "1"}
+    paired = results["paired_over_seeds"]["nnUNetTrainerSDM_Xue2020"]
+    assert set(paired["HD95"]["per_seed"]) == {"0", "1"} and paired["HD95"]["kind"] == "ratio"
+    assert paired["Dice"]["kind"] == "difference"
+    markdown = (out / "results.md").read_text()
+    assert "## All seeds [0, 1]" in markdown and "warm start: every trainer and seed fine-tuned" in markdown
+    assert "| nnUNetTrainerSDM_Xue2020 | " in markdown.split("## All seeds")[1]

@@ -188,3 +188,79 @@ def test_first_epoch_reaching_a_pseudo_dice():
     assert acc.first_epoch_reaching([0.0, 0.2, 0.5, 0.4, 0.9], 0.5) == 2
     assert acc.first_epoch_reaching([0.0, 0.49], 0.5) is None
     assert acc.first_epoch_reaching([], 0.5) is None
+
+
+def test_paired_over_seeds_ratios_and_differences_per_seed():
+    per_seed = {
+        0: {
+            "nnUNetTrainer": {"Dice": 0.8, "HD95": 4.0, "ASSD": 1.0, "NSD@1.0mm": 0.5},
+            "nnUNetTrainerSDM": {"Dice": 0.81, "HD95": 3.0, "ASSD": 1.0, "NSD@1.0mm": 0.6},
+        },
+        1: {
+            "nnUNetTrainer": {"Dice": 0.7, "HD95": 2.0, "ASSD": 2.0, "NSD@1.0mm": 0.5},
+            "nnUNetTrainerSDM": {"Dice": 0.69, "HD95": 3.0, "ASSD": None, "NSD@1.0mm": 0.4},
+        },
+    }
+    paired = acc.paired_over_seeds(per_seed)
+    assert list(paired) == ["nnUNetTrainerSDM"]
+    hd = paired["nnUNetTrainerSDM"]["HD95"]
+    assert hd["kind"] == "ratio" and hd["per_seed"] == {"0": 0.75, "1": 1.5}
+    assert hd["mean"] == pytest.approx(1.125) and hd["sd"] == pytest.approx(np.std([0.75, 1.5], ddof=1))
+    dice = paired["nnUNetTrainerSDM"]["Dice"]
+    assert dice["kind"] == "difference"
+    assert dice["per_seed"]["0"] == pytest.approx(0.01) and dice["per_seed"]["1"] == pytest.approx(-0.01)
+    assert dice["mean"] == pytest.approx(0.0, abs=1e-12)
+    assd = paired["nnUNetTrainerSDM"]["ASSD"]  # a missing value is left out, not counted as 0
+    assert assd["per_seed"] == {"0": 1.0, "1": None} and assd["mean"] == 1.0 and assd["sd"] is None
+    table = acc.paired_table(per_seed, paired)
+    assert "| nnUNetTrainerSDM | 0.000 ± 0.014 (0.010, -0.010) | 1.125 ± 0.530 (0.750, 1.500)" in table
+
+
+def test_seeds_and_warm_start_settings(tmp_path):
+    settings = acc.parse_args(
+        [
+            "--raw",
+            str(tmp_path),
+            "--trainers",
+            "nnUNetTrainer",
+            "--epochs",
+            "2",
+            "--iters-per-epoch",
+            "3",
+            "--seeds",
+            "4",
+            "5",
+            "--warm-start-epochs",
+            "7",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert settings.seed == 4 and settings.seeds == [4, 5]
+    assert settings.warm_start == {
+        "trainer": "nnUNetTrainer",
+        "seed": 4,
+        "budget": {"epochs": 7, "iterations_per_epoch": 3, "val_iterations_per_epoch": 1},
+    }
+    data = acc.Data("Dataset042_Fake", 42, tmp_path, tmp_path, tmp_path, ".nii.gz", {1: "a"}, [], [], "x")
+    first, second = (acc.trainer_paths(settings, data, "nnUNetTrainer", s) for s in (4, 5))
+    assert first.results_root == settings.out / "nnUNet_results"
+    assert second.results_root == settings.out / "seed_5" / "nnUNet_results" and second.log_suffix == "_seed5"
+    assert acc.pretrain_paths(settings, data).model.is_relative_to(settings.out / "pretrain")
+    for bad in (["--seeds", "1", "1"], ["--warm-start-epochs", "0"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            acc.parse_args(
+                [
+                    "--raw",
+                    str(tmp_path),
+                    "--trainers",
+                    "nnUNetTrainer",
+                    "--epochs",
+                    "1",
+                    "--iters-per-epoch",
+                    "1",
+                    "--out",
+                    str(tmp_path / "o"),
+                    *bad,
+                ]
+            )

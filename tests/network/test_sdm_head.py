@@ -79,3 +79,38 @@ def test_deep_supervision_outputs_every_scale():
 def test_rejects_no_outputs():
     with pytest.raises(ValueError):
         SDMHeadNetwork(tiny_unet(1), 0, 0)
+
+
+def test_split_output_conv_scales_only_the_sdm_rows_gradient_into_the_features():
+    from nnunet_sdm.network.sdm_head import SplitOutputConv, set_sdm_trunk_gradient_scale
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 5, 1)
+    split = SplitOutputConv(conv, num_seg=3)
+    assert dict(split.named_parameters()).keys() == {"weight", "bias"}  # nnU-Net's state_dict keys
+    x = torch.randn(2, 4, 3, 3, 3, requires_grad=True)
+    upstream = torch.randn(2, 5, 3, 3, 3)
+
+    def grads(scale):
+        split.trunk_gradient_scale = scale
+        split.zero_grad()
+        x.grad = None
+        out = split(x)
+        torch.testing.assert_close(out, conv(x))  # the value is the convolution's
+        (out * upstream).sum().backward()
+        return x.grad.clone(), split.weight.grad.clone()
+
+    full_x, full_w = grads(1.0)
+    half_x, half_w = grads(0.5)
+    zero_x, zero_w = grads(0.0)
+    seg_only = (upstream[:, :3, None] * conv.weight[:3, :, 0, 0, 0][None, :, :, None, None, None]).sum(1)
+    torch.testing.assert_close(zero_x, seg_only)  # no gradient from the SDM rows into the features
+    torch.testing.assert_close(half_x, (full_x + zero_x) / 2)
+    torch.testing.assert_close(half_w, full_w)  # the rows themselves always learn at full rate
+    torch.testing.assert_close(zero_w, full_w)
+
+    network = torch.nn.Sequential(split)
+    set_sdm_trunk_gradient_scale(network, 0.25)
+    assert split.trunk_gradient_scale == 0.25
+    with pytest.raises(ValueError, match="scale must be in"):
+        set_sdm_trunk_gradient_scale(network, 1.5)
