@@ -1,4 +1,4 @@
-"""``nnunet-sdm demo``: the whole workflow on synthetic data, stock nnU-Net vs Xue et al.'s SDM trainer.
+"""``nnunet-sdm demo``: the whole workflow on synthetic data, stock nnU-Net vs the flagship SDM trainer.
 
 Steps (each a real nnU-Net command or API call): write a synthetic dataset, plan and preprocess it
 (``nnUNetv2_plan_and_preprocess``), derive small CPU plans (``cpu_small`` override), train

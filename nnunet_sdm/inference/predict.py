@@ -23,10 +23,11 @@
   (``-npp 0 -nps 0``) does not say which case it predicts, so ``--save-sdm`` needs ``-npp``/``-nps`` >= 1.
 
 Unit of the written SDM: *normalised*, not mm. The network's SDM head is tanh-bounded and trained on
-targets normalised per patch and class (Xue et al.: ``sdm / max|sdm|`` inside and outside separately;
-``nnUNetTrainerSDM_Xue2020Truncated``: ``clamp(sdm_mm / tau, -1, 1)``), so the value is in [-1, 1], negative
-inside, 0 on the predicted boundary. The per-patch normalisation depends on the patch contents, so no
-exact conversion to mm exists; only for the truncated variant is ``tau * value`` mm (where |value| < 1).
+targets normalised per patch and class (Xue et al.: ``sdm / max|sdm|`` inside and outside separately) or
+truncated (``nnUNetTrainerSDM`` and ``nnUNetTrainerSDM_Xue2020Truncated``: ``clamp(sdm_mm / tau, -1, 1)``),
+so the value is in [-1, 1], negative inside, 0 on the predicted boundary. The per-patch normalisation
+depends on the patch contents, so no exact conversion to mm exists; for the truncated targets
+``tau * value`` is mm where |value| < 1 (``sdm.json`` gives tau as ``truncation_mm``).
 Outside nnU-Net's nonzero crop the SDM is +1 (outside every class), where the label map is background.
 
 Sign guarantee (SDM-only networks, e.g. ``nnUNetTrainerSDM_Xue2020``, whose logits are ``[0, -64 sdm_1, ...]``):
@@ -74,6 +75,7 @@ SDM_ACCUMULATION_SCALE = SDM_LOGIT_SCALE
 SDM_UNIT = (
     "normalised signed distance, unitless, in [-1, 1] (tanh head, per-patch normalised targets); not mm"
 )
+SDM_UNIT_TRUNCATED = "truncated signed distance clamp(sdm_mm / truncation_mm, -1, 1): truncation_mm * value is mm where |value| < 1"
 _SUPPORTED_WRITERS = ("SimpleITKIO", "SimpleITKIOWithReorient", "NibabelIO")
 
 
@@ -389,7 +391,7 @@ class SDMPredictor(nnUNetPredictor):
             "files": f"<case>_sdm{self.dataset_json['file_ending']}: one image per case, last dimension = class",
             "classes": [int(v) for v in self.label_manager.foreground_labels],
             "class_names": labels,
-            "unit": SDM_UNIT,
+            "unit": SDM_UNIT if getattr(trainer_class, "truncation_mm", None) is None else SDM_UNIT_TRUNCATED,
             "sign": "negative inside the class, positive outside, 0 on the predicted boundary",
             "outside_crop": "+1 outside nnU-Net's nonzero crop (background there)",
             "trainer": self.trainer_name,
