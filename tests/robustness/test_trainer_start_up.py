@@ -47,17 +47,20 @@ XUE_BAD = [
     ("product_weight", -1.0),
     ("product_weight", float("inf")),
 ]
+FLAGSHIP_BAD = [
+    ("truncation_mm", 0.0),
+    ("truncation_mm", float("inf")),
+    ("sdm_weight", -0.1),
+    ("consistency_weight", float("nan")),
+    ("heaviside_voxels", 0.0),
+    ("ramp_fraction", -0.1),
+    ("ramp_fraction", 1.5),
+    ("sdm_weight", True),
+]
 BAD_SETTINGS: dict[str, list[tuple]] = {
-    "nnUNetTrainerSDM": [
-        ("truncation_mm", 0.0),
-        ("truncation_mm", float("inf")),
-        ("sdm_weight", -0.1),
-        ("consistency_weight", float("nan")),
-        ("heaviside_voxels", 0.0),
-        ("ramp_fraction", -0.1),
-        ("ramp_fraction", 1.5),
-        ("sdm_weight", True),
-    ],
+    "nnUNetTrainerSDM": FLAGSHIP_BAD,
+    "nnUNetTrainerSDM_NoRamp": FLAGSHIP_BAD,
+    "nnUNetTrainerSDM_Weight1": FLAGSHIP_BAD,
     "nnUNetTrainerSDM_Xue2020": XUE_BAD,
     "nnUNetTrainerSDM_Xue2020SDMOnly": [*XUE_BAD, ("sdm_weight", 0.0, "every term is switched off")],
     "nnUNetTrainerSDM_Xue2020L1": XUE_BAD,
