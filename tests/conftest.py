@@ -37,6 +37,16 @@ def run(command: list[str], env: dict[str, str], cwd: Path | None = None) -> sub
     return result
 
 
+def nnunet_train(
+    env: dict[str, str], trainer: str, *extra: str, fold: str = "0"
+) -> subprocess.CompletedProcess:
+    """``nnUNetv2_train 990 3d_fullres FOLD -tr TRAINER -device cpu EXTRA...`` on the synthetic dataset."""
+    return run(
+        [nnunet_bin("nnUNetv2_train"), "990", "3d_fullres", fold, "-tr", trainer, "-device", "cpu", *extra],
+        env,
+    )
+
+
 def predict_and_check(
     env: dict[str, str], raw: Path, out: Path, trainer: str, plans: str = "nnUNetPlans", *extra: str
 ) -> None:

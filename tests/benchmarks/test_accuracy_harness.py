@@ -128,9 +128,12 @@ def test_results_json_has_per_class_stats_ratios_and_timings(benchmark):
         assert entry["timing"]["train_seconds"] > 0 and entry["timing"]["predict_seconds"] > 0
         assert entry["timing"]["epochs_logged"] == 1
         curves = entry["training_curves"]
+        per_class = curves.pop("dice_per_class")
         assert set(curves) == {"mean_fg_dice", "ema_fg_dice", "train_losses", "val_losses"}
         assert all(len(values) == 1 and isinstance(values[0], float) for values in curves.values())
         assert 0.0 <= curves["mean_fg_dice"][0] <= 1.0
+        assert len(per_class) == 1 and len(per_class[0]) == 2  # one epoch, two foreground classes
+        assert curves["mean_fg_dice"][0] == pytest.approx(sum(per_class[0]) / 2)
     stock = results["trainers"]["nnUNetTrainer"]["ratio_to_nnUNetTrainer"]
     assert all(v == pytest.approx(1.0) for r in stock.values() for v in r.values())
 

@@ -11,7 +11,7 @@ import torch
 from nnunet_sdm.network.lrnet import LRNet
 from nnunet_sdm.training.base import CHECKPOINT_EXTRAS_KEY
 from nnunet_sdm.training.li import LRNET_CHECKPOINT_KEY, LRNET_FILE, PRETRAIN_ITERATIONS_ENV
-from tests.conftest import nnunet_bin, predict_and_check, run
+from tests.conftest import nnunet_train, predict_and_check
 
 pytestmark = pytest.mark.slow
 
@@ -25,22 +25,7 @@ BUDGET = {
 
 
 def train(env: dict, trainer: str, *extra: str):
-    return run(
-        [
-            nnunet_bin("nnUNetv2_train"),
-            "990",
-            "3d_fullres",
-            "0",
-            "-tr",
-            trainer,
-            "-device",
-            "cpu",
-            "-p",
-            PLANS,
-            *extra,
-        ],
-        env,
-    )
+    return nnunet_train(env, trainer, "-p", PLANS, *extra)
 
 
 def fold_folder(results: Path, raw: Path, trainer: str) -> Path:

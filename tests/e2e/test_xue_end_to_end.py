@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import nnunet_bin, predict_and_check, run
+from tests.conftest import nnunet_bin, nnunet_train, predict_and_check, run
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +30,7 @@ TERMS = {
 def trained_sdm(planned_synthetic, request):
     trainer = request.param
     env = {**planned_synthetic["env"], **BUDGET}
-    run(
-        [
-            nnunet_bin("nnUNetv2_train"),
-            "990",
-            "3d_fullres",
-            "0",
-            "-tr",
-            trainer,
-            "-device",
-            "cpu",
-        ],
-        env,
-    )
+    nnunet_train(env, trainer)
     model = planned_synthetic["results"] / f"{trainer}__nnUNetPlans__3d_fullres"
     return {**planned_synthetic, "env": env, "model": model, "trainer": trainer}
 
