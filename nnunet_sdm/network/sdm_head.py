@@ -179,8 +179,10 @@ def load_warm_start(
     trained model: output layers of the same shape are copied, and where the network has more output rows
     than the checkpoint (a stock nnUNetTrainer checkpoint into a network with an SDM head) the
     checkpoint's rows fill the first ones (the segmentation logits) and the others keep their
-    initialisation. Any other mismatch raises ValueError naming ``source`` and the key. Returns the number
-    of output rows that kept their initialisation.
+    initialisation. Where it has fewer (an SDM-only network, whose rows are SDMs, not logits) its output
+    layers keep their initialisation, as with ``-pretrained_weights``. Any other mismatch raises
+    ValueError naming ``source`` and the key. Returns the number of output rows that kept their
+    initialisation.
     """
     module = unwrap(network)
     own = module.state_dict()
@@ -193,9 +195,11 @@ def load_warm_start(
         theirs = state_dict[key]
         if theirs.shape == mine.shape:
             merged[key] = theirs
-        elif ".seg_layers." in key and theirs.shape[1:] == mine.shape[1:] and theirs.shape[0] < mine.shape[0]:
-            merged[key] = torch.cat((theirs.to(mine.dtype), mine[theirs.shape[0] :].cpu()), dim=0)
-            new_rows += mine.shape[0] - theirs.shape[0] if key.endswith(".weight") else 0
+        elif ".seg_layers." in key and theirs.shape[1:] == mine.shape[1:]:
+            # fewer rows: stock logits into a network with SDM rows after them; more: an SDM-only network
+            kept = theirs.shape[0] if theirs.shape[0] < mine.shape[0] else 0
+            merged[key] = torch.cat((theirs[:kept].to(mine.dtype), mine[kept:].cpu()), dim=0)
+            new_rows += mine.shape[0] - kept if key.endswith(".weight") else 0
         else:
             raise ValueError(
                 f"{source}: weight {key} has shape {tuple(theirs.shape)}, the network's {tuple(mine.shape)}; "

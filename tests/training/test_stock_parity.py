@@ -157,3 +157,18 @@ def test_load_warm_start_keeps_the_segmentation_head(make_trainer, tmp_path):
         ValueError, match="other.pth: weight .*encoder.stages.0.0.convs.0.conv.weight has shape"
     ):
         load_warm_start(ours.network, other, source="other.pth")
+
+
+def test_load_warm_start_into_an_sdm_only_network_keeps_its_output_layers(make_trainer):
+    from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
+
+    stock, xue = make_trainer(nnUNetTrainer, seed=1), make_trainer(nnUNetTrainerSDM_Xue2020, seed=2)
+    stock_weights = unwrap(stock.network).state_dict()
+    before = {k: v.clone() for k, v in unwrap(xue.network).state_dict().items()}
+    fresh = load_warm_start(xue.network, stock_weights, source="stock.pth")
+    after = unwrap(xue.network).state_dict()
+    layers = [k for k in after if ".seg_layers." in k and k.endswith(".weight")]
+    assert fresh == 2 * len(layers)  # two SDM rows per output layer, all kept
+    for name, value in after.items():
+        expected = before[name] if ".seg_layers." in name else stock_weights[name]
+        assert torch.equal(value, expected), name
