@@ -168,7 +168,9 @@ def test_sigkill_mid_training_then_resume_with_c_trains_to_the_end_and_predicts(
     assert epochs == list(range(resumed_from, num_epochs)), f"resumed run trained epochs {epochs}"
     assert (fold / "validation" / "summary.json").is_file()
     history = json.loads((fold / "loss_terms.json").read_text())
-    assert sorted(int(e) for e in history["train/dice"]) == list(range(num_epochs))
+    assert sorted(int(e) for e in history["train/dice_ce"]) == list(range(num_epochs))
+    # the gradient shares of every epoch, the resumed ones included
+    assert sorted(int(e) for e in history["train/grad_share/l2"]) == list(range(num_epochs))
 
     predict_and_check(env, planned_synthetic["raw"], tmp_path / "prediction", TRAINER, PLANS)
 
