@@ -25,7 +25,7 @@ DEMO_PLANS = "nnUNetPlans_cpu_small"
 DEMO_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerSDM")
 # CPU-sized: 600 iterations, three times the ~200 after which stock nnU-Net learned the thin vessel in one
 # probe; at 400 a fresh-clone run had stock miss it (data augmentation is not seeded, so the moment
-# varies). Both trainings plus prediction take about 13 minutes on 2 idle cores.
+# varies). The whole demo takes about 5.5 minutes on 2 idle cores.
 CPU_BUDGET = Budget(epochs=15, iterations_per_epoch=40, val_iterations_per_epoch=4)
 GPU_BUDGET = Budget(epochs=50, iterations_per_epoch=100, val_iterations_per_epoch=10)
 

@@ -24,8 +24,8 @@ Design (why each part is there):
   schedule their distance losses too), and so is the consistency weight. The SDM rows of the output
   layers always learn at full rate (:class:`~nnunet_sdm.network.sdm_head.SplitOutputConv` scales only the
   gradient they send to the features below): a fresh SDM head is far from its targets, and its L2
-  gradient into the shared decoder is then larger than the segmentation's own (docs/diagnosis.md: 58 %
-  of the total at a warm start even at weight 0.1, 99 % for the plain dual-head trainer at weight 1),
+  gradient into the shared decoder is then larger than the segmentation's own (docs/diagnosis.md: 52 %
+  of the total at a warm start even at weight 0.1, 97 % for the plain dual-head trainer at weight 1),
   which is what made the dual-head trainer fall behind stock. By the end of the ramp the head fits and
   its remaining gradient carries what the shared features lack: distance to the boundary.
 - **Weights**: ``sdm_weight`` (L2 + product) 0.1 and ``consistency_weight`` 0.1 keep the distance terms
