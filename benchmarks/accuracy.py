@@ -36,12 +36,18 @@ that make trainers comparable (cases, split, plans, budget, fold, seed) are stor
 a rerun with different ones stops with a message instead of mixing results. Trainers can be added to a
 finished run.
 
+``--seeds S1 S2 ...`` repeats step 4-6 per seed (the first seed in ``OUT``, the others in ``OUT/seed_<s>``) and
+adds the per-seed ratios to stock, paired by seed; ``--warm-start-epochs N`` first pre-trains stock once
+(``OUT/pretrain``) and fine-tunes every trainer and seed from that checkpoint (docs/accuracy.md).
+
 Usage::
 
     python benchmarks/accuracy.py --raw ../shared/data/Dataset004_Hippocampus --preset hippocampus_cpu \\
         --out /tmp/acc_hippocampus
     python benchmarks/accuracy.py --raw RAW --test-raw TEST --trainers nnUNetTrainer nnUNetTrainerSDM \\
         --plans-override cpu_small --epochs 5 --iters-per-epoch 50 --out OUT [--device cuda]
+    python benchmarks/accuracy.py --raw ../shared/data/Dataset004_Hippocampus --preset hippocampus_cpu_warm \\
+        --out /tmp/acc_warm
 """
 
 from __future__ import annotations
