@@ -91,23 +91,36 @@ def check_number(trainer: object, name: str, minimum: float = 0.0, allow_none: b
 
 # Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
 def plot_loss_terms(history: dict[str, dict[str, float]], filename: str) -> None:
-    """One panel per loss term, train and validation per epoch (beside nnU-Net's progress.png)."""
+    """One panel per loss term (train and validation per epoch), then one panel with the gradient norm of
+    every term and one with their shares (``grad_norm/*``, ``grad_share/*``), beside nnU-Net's progress.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    terms = sorted({key.split("/", 1)[1] for key in history})
-    if not terms:
+    names = sorted({key.split("/", 1)[1] for key in history})
+    terms = [n for n in names if not n.startswith("grad_")]
+    groups = [g for g in ("grad_norm", "grad_share") if any(n.startswith(g + "/") for n in names)]
+    if not names:
         return
-    fig, axes = plt.subplots(len(terms), 1, figsize=(8, 2.6 * len(terms)), squeeze=False)
+    panels = len(terms) + len(groups)
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 2.6 * panels), squeeze=False)
+
+    def curve(key: str) -> tuple[list[int], list[float]]:
+        values = history.get(key, {})
+        epochs = sorted(int(e) for e in values)
+        return epochs, [values[str(e)] for e in epochs]
+
     for ax, term in zip(axes[:, 0], terms):
         for phase, style in (("train", "-"), ("val", "--")):
-            values = history.get(f"{phase}/{term}", {})
-            epochs = sorted(int(e) for e in values)
-            ax.plot(epochs, [values[str(e)] for e in epochs], style, marker=".", label=phase)
+            ax.plot(*curve(f"{phase}/{term}"), style, marker=".", label=phase)
         ax.set_ylabel(term)
         ax.legend(loc="upper right")
+    for ax, group in zip(axes[len(terms) :, 0], groups):
+        for name in (n for n in names if n.startswith(group + "/") and n != "grad_norm/clipped"):
+            ax.plot(*curve(f"train/{name}"), "-", marker=".", label=name.split("/", 1)[1])
+        ax.set_ylabel(group + " (first batch)")
+        ax.legend(loc="upper right", fontsize="small")
     axes[-1, 0].set_xlabel("epoch")
     fig.suptitle("loss terms (unweighted, deep-supervision weighted over scales)")
     fig.tight_layout()
