@@ -129,8 +129,6 @@ def gradient_statistics(args, images: np.ndarray, labels: np.ndarray) -> dict:
         trainer.initialize()
         initial = {k: v.clone() for k, v in unwrap(trainer.network).state_dict().items()}
         for start, checkpoint in starts:
-            if checkpoint and not getattr(trainer, "has_segmentation_head", True):
-                continue  # an SDM-only network has no segmentation rows to take from a stock model
             unwrap(trainer.network).load_state_dict(initial)
             if checkpoint:
                 weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
