@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import numpy as np
 import torch
+
+from nnunet_sdm.checks import check_choice
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -49,15 +50,7 @@ def check_classes(classes: Any) -> tuple[int, ...]:
 
 
 def check_backend(backend: Any) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+    return check_choice("backend", backend, BACKENDS)
 
 
 def check_array(x: Any, name: str) -> None:

@@ -28,13 +28,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from nnunet_sdm.checks import check_integer
+
 from ._common import (
     ArrayLike,
     batched_flag,
     check_array,
     check_backend,
     check_classes,
-    check_positive_int,
     check_spacing,
     check_spatial_shape,
     diagonal_mm,
@@ -164,7 +165,7 @@ def _signed_from_masks(
 
 def _check_chunk(max_chunk_elements: int | None) -> None:
     if max_chunk_elements is not None:
-        check_positive_int(max_chunk_elements, "max_chunk_elements")
+        check_integer("max_chunk_elements", max_chunk_elements)
 
 
 def _chunk(max_chunk_elements: int | None, device: torch.device) -> int:

@@ -30,34 +30,25 @@ decreased by 0.01 after every epoch down to 0.01 (``rebalance_alpha``).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from nnunet_sdm.losses._checks import check_same_shape
+from nnunet_sdm.checks import check_integer, check_non_negative, check_number, check_same_shape
 
 
 def rebalance_alpha(epoch: int, start: float = 1.0, step: float = 0.01, floor: float = 0.01) -> float:
     """Weight of the regional loss at ``epoch`` (0-based): max(floor, start - step * epoch)."""
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    check_integer("epoch", epoch, minimum=0)
     check_alpha_schedule(start, step, floor)
     return max(float(floor), float(start) - float(step) * epoch)
 
 
-def check_alpha_schedule(start: float, step: float, floor: float, prefix: str = "alpha ") -> None:
-    """Raise ValueError naming the setting (``prefix`` + start/step/floor) unless 0 <= floor <= start <= 1,
-    start > 0 and step >= 0."""
-    for name, value in (("start", start), ("step", step), ("floor", floor)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{prefix}{name} must be a finite number, got {value!r}")
-    if not 0 < start <= 1:
-        raise ValueError(f"{prefix}start must be in (0, 1], got {start!r}")
-    if step < 0:
-        raise ValueError(f"{prefix}step must be >= 0, got {step!r}")
-    if not 0 <= floor <= start:
-        raise ValueError(f"{prefix}floor must be in [0, {prefix}start = {start}], got {floor!r}")
+def check_alpha_schedule(start: float, step: float, floor: float, prefix: str = "alpha_") -> None:
+    """Raise ValueError naming the setting (``prefix`` + start/step/floor) unless 0 < start <= 1,
+    step >= 0 and 0 <= floor <= start."""
+    check_number(f"{prefix}start", start, minimum=0.0, maximum=1.0, above=True)
+    check_non_negative(f"{prefix}step", step)
+    check_number(f"{prefix}floor", floor, minimum=0.0, maximum=start)
 
 
 class BoundaryLoss(nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnunet_sdm.losses._checks import check_positive, check_same_shape
+from nnunet_sdm.checks import check_positive, check_same_shape
 from nnunet_sdm.losses.distributed import sum_over_ranks
 
 

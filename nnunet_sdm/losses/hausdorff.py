@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nnunet_sdm.checks import check_positive, check_same_shape
 from nnunet_sdm.distance import signed_distance_masks
-from nnunet_sdm.losses._checks import check_positive, check_same_shape
 
 KARIMI_ALPHA = 2.0
 

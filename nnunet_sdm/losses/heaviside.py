@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from nnunet_sdm.losses._checks import check_positive
+from nnunet_sdm.checks import check_positive
 
 XUE_STEEPNESS = 1500.0
 

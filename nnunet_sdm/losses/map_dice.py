@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_sdm.losses._checks import check_positive, check_same_shape
+from nnunet_sdm.checks import check_positive, check_same_shape
 from nnunet_sdm.losses.distributed import sum_over_ranks
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnunet_sdm.losses._checks import check_positive, check_same_shape
+from nnunet_sdm.checks import check_positive, check_same_shape
 
 
 def _per_class_mean(per_voxel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnunet_sdm.losses._checks import check_non_negative, check_positive
+from nnunet_sdm.checks import check_non_negative, check_positive
 from nnunet_sdm.losses.dice import SoftDiceLoss
 from nnunet_sdm.losses.heaviside import XUE_STEEPNESS, heaviside
 from nnunet_sdm.losses.regression import L1SDMLoss, ProductSDMLoss

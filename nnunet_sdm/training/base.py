@@ -19,10 +19,10 @@ Each paper's module defines only its class attributes, its loss and, where neede
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
 from torch import autocast, nn
 from torch import distributed as dist
 
+from nnunet_sdm.checks import Rule
 from nnunet_sdm.distance import normalise_xue, signed_distance
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
@@ -73,23 +74,6 @@ def nnunet_soft_dice_loss(trainer: nnUNetTrainer) -> nn.Module:
     return torch.compile(dice) if trainer._do_i_compile() else dice
 
 
-def check_number(trainer: object, name: str, minimum: float = 0.0, allow_none: bool = False) -> None:
-    """Raise ValueError naming the class attribute ``name`` unless it is a finite number >= minimum."""
-    value = getattr(trainer, name)
-    if value is None and allow_none:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < minimum
-    ):
-        raise ValueError(
-            f"{type(trainer).__name__}: {name} must be a finite number >= {minimum}, got {value!r}"
-        )
-
-
-# Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
 def plot_loss_terms(history: dict[str, dict[str, float]], filename: str) -> None:
     """One panel per loss term (train and validation per epoch), then one panel with the gradient norm of
     every term and one with their shares (``grad_norm/*``, ``grad_share/*``), beside nnU-Net's progress.png."""
@@ -159,6 +143,7 @@ def term_gradient_norms_of(
     return diagnostics
 
 
+# Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
 BUDGET_ENV = {
     "num_epochs": "nnUNetSDM_num_epochs",
     "num_iterations_per_epoch": "nnUNetSDM_iterations_per_epoch",
@@ -203,6 +188,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     uses_distance_targets: bool = True
     #: trainer attributes that environment variables may set (budgets for smoke tests and CPU runs)
     budget_environment: dict[str, str] = BUDGET_ENV
+    #: the trainer's settings (class attributes) and the rule each must pass (:mod:`nnunet_sdm.checks`),
+    #: checked at start-up; a subclass declares only its own, the base collects them along the MRO
+    setting_rules: ClassVar[dict[str, Rule]] = {}
 
     def __init__(
         self,
@@ -242,8 +230,26 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
                 f"{name}: dataset {dataset} has labels {labels}; nnU-Net needs consecutive labels 0..N."
             )
 
+    @classmethod
+    def declared_setting_rules(cls) -> dict[str, Rule]:
+        """Every ``setting_rules`` entry of this class and its bases (a subclass's rule wins)."""
+        rules: dict[str, Rule] = {}
+        for klass in reversed(cls.__mro__):
+            rules.update(vars(klass).get("setting_rules", {}))
+        return rules
+
     def check_settings(self) -> None:
-        """Validate the trainer's class-attribute settings; subclasses raise ValueError naming the setting."""
+        """Validate the declared settings (``setting_rules``), then ``check_setting_combinations``;
+        any ValueError is raised again as ``<TrainerName>: <message>``."""
+        try:
+            for name, rule in self.declared_setting_rules().items():
+                rule(name, getattr(self, name))
+            self.check_setting_combinations()
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__}: {error}") from None
+
+    def check_setting_combinations(self) -> None:
+        """Constraints between settings that one rule per setting cannot say (raise ValueError)."""
 
     def _apply_budget_from_environment(self) -> None:
         for attribute, variable in self.budget_environment.items():

@@ -24,13 +24,13 @@ import math
 import torch
 from torch import nn
 
+from nnunet_sdm.checks import non_negative, optional, positive
 from nnunet_sdm.distance import signed_distance
 from nnunet_sdm.losses.boundary import BoundaryLoss, check_alpha_schedule, rebalance_alpha
 from nnunet_sdm.losses.hausdorff import KARIMI_ALPHA, HausdorffDTLoss, boundary_distance
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.training.base import (
     ScaleTarget,
-    check_number,
     nnunet_dice_ce_loss,
     nnunet_soft_dice_loss,
     nnUNetTrainerDistanceBase,
@@ -54,16 +54,10 @@ class nnUNetTrainerBoundary(nnUNetTrainerDistanceBase):
     boundary_alpha_step: float = 0.01
     boundary_alpha_floor: float = 0.01
 
-    def check_settings(self) -> None:
-        try:
-            check_alpha_schedule(
-                self.boundary_alpha_start,
-                self.boundary_alpha_step,
-                self.boundary_alpha_floor,
-                "boundary_alpha_",
-            )
-        except ValueError as e:
-            raise ValueError(f"{type(self).__name__}: {e}") from None
+    def check_setting_combinations(self) -> None:
+        check_alpha_schedule(
+            self.boundary_alpha_start, self.boundary_alpha_step, self.boundary_alpha_floor, "boundary_alpha_"
+        )
 
     @property
     def boundary_alpha(self) -> float:
@@ -107,9 +101,7 @@ class nnUNetTrainerHD(nnUNetTrainerDistanceBase):
     #: the adaptive lambda from the previous training epoch's means (None before the first epoch ends)
     _hd_lambda_from_epoch: float | None = None
 
-    def check_settings(self) -> None:
-        check_number(self, "hd_alpha", minimum=1e-12)
-        check_number(self, "hd_lambda", allow_none=True)
+    setting_rules = {"hd_alpha": positive, "hd_lambda": optional(non_negative)}
 
     def build_scale_loss(self) -> nn.Module:
         return nn.ModuleDict({"dice_ce": nnunet_dice_ce_loss(self), "hd": HausdorffDTLoss(self.hd_alpha)})

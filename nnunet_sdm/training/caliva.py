@@ -21,12 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_sdm.checks import non_negative
 from nnunet_sdm.distance import caliva_penalty
 from nnunet_sdm.losses.distance_penalty import DistancePenalisedCrossEntropy
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.training.base import (
     ScaleTarget,
-    check_number,
     nnunet_soft_dice_loss,
     nnUNetTrainerDistanceBase,
 )
@@ -43,13 +43,11 @@ class nnUNetTrainerDistPenaltyCE(nnUNetTrainerDistanceBase):
     dice_weight: float = 0.0
     penalised_ce_weight: float = 1.0
 
-    def check_settings(self) -> None:
-        check_number(self, "dice_weight")
-        check_number(self, "penalised_ce_weight")
+    setting_rules = {"dice_weight": non_negative, "penalised_ce_weight": non_negative}
+
+    def check_setting_combinations(self) -> None:
         if self.dice_weight == 0 and self.penalised_ce_weight == 0:
-            raise ValueError(
-                f"{type(self).__name__}: dice_weight and penalised_ce_weight are both 0 (no loss)"
-            )
+            raise ValueError("dice_weight and penalised_ce_weight are both 0 (no loss)")
 
     def build_scale_loss(self) -> nn.Module:
         parts: dict[str, nn.Module] = {"penalised_ce": DistancePenalisedCrossEntropy()}

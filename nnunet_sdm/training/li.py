@@ -59,9 +59,9 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from nnunet_sdm.checks import integer, non_negative, one_of, optional, positive
 from nnunet_sdm.distance import ni_dm
 from nnunet_sdm.losses import SoftDiceLoss
-from nnunet_sdm.losses._checks import check_non_negative, check_positive
 from nnunet_sdm.losses.map_dice import MapDiceLoss, SmoothL1MapLoss
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.network.lrnet import LRNet, freeze
@@ -114,25 +114,17 @@ class nnUNetTrainerLiBase(nnUNetTrainerDistanceBase):
         self.lrnet_source: str | None = None
 
     # ---- settings ----------------------------------------------------------------------------
-    def check_settings(self) -> None:
-        name = type(self).__name__
-        if self.segmentation_loss not in ("dice", "map_dice"):
-            raise ValueError(
-                f"{name}: segmentation_loss must be 'dice' or 'map_dice', got {self.segmentation_loss!r}"
-            )
-        try:
-            check_non_negative("lrnet_loss_weight (alpha)", self.lrnet_loss_weight)
-            check_positive("smooth_l1_beta", self.smooth_l1_beta)
-            check_positive("dice_smooth", self.dice_smooth)
-            check_positive("lrnet_pretrain_lr", self.lrnet_pretrain_lr)
-            if self.ni_dm_offset is not None:
-                check_positive("ni_dm_offset", self.ni_dm_offset)
-        except ValueError as e:
-            raise ValueError(f"{name}: invalid setting: {e}") from None
-        for attribute in ("lrnet_features", "lrnet_pretrain_iterations", "lrnet_log_every"):
-            value = getattr(self, attribute)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {attribute} must be an int >= 1, got {value!r}")
+    setting_rules = {
+        "segmentation_loss": one_of("dice", "map_dice"),
+        "lrnet_loss_weight": non_negative,
+        "smooth_l1_beta": positive,
+        "dice_smooth": positive,
+        "ni_dm_offset": optional(positive),
+        "lrnet_features": integer(1),
+        "lrnet_pretrain_iterations": integer(1),
+        "lrnet_pretrain_lr": positive,
+        "lrnet_log_every": integer(1),
+    }
 
     # ---- losses and targets --------------------------------------------------------------------
     def build_scale_loss(self) -> nn.Module:

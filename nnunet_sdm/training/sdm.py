@@ -51,10 +51,11 @@ import math
 import torch
 from torch import nn
 
+from nnunet_sdm.checks import non_negative, number, positive
 from nnunet_sdm.distance import truncate
 from nnunet_sdm.losses import HeavisideConsistencyLoss, L2SDMLoss, ProductSDMLoss
 from nnunet_sdm.network import SDMOutput, set_sdm_trunk_gradient_scale
-from nnunet_sdm.training.base import ScaleTarget, check_number, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
+from nnunet_sdm.training.base import ScaleTarget, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
 
 #: log(0.95 / 0.05): sigmoid(x) = 0.95 at this x
 _LOGIT_95 = math.log(19.0)
@@ -79,13 +80,13 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
     #: consistency weight ramp from 0 to full (0: no ramp)
     ramp_fraction: float = 0.1
 
-    def check_settings(self) -> None:
-        for name in ("truncation_mm", "heaviside_voxels"):
-            check_number(self, name, minimum=1e-6)
-        for name in ("sdm_weight", "consistency_weight", "ramp_fraction"):
-            check_number(self, name)
-        if self.ramp_fraction > 1:
-            raise ValueError(f"{type(self).__name__}: ramp_fraction must be <= 1, got {self.ramp_fraction!r}")
+    setting_rules = {
+        "truncation_mm": positive,
+        "heaviside_voxels": positive,
+        "sdm_weight": non_negative,
+        "consistency_weight": non_negative,
+        "ramp_fraction": number(minimum=0.0, maximum=1.0),
+    }
 
     def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         return truncate(sdm_mm, self.truncation_mm)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_sdm.checks import non_negative
 from nnunet_sdm.losses.regression import L2SDMLoss
 from nnunet_sdm.network import SDMOutput
-from nnunet_sdm.training.base import ScaleTarget, check_number, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
+from nnunet_sdm.training.base import ScaleTarget, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
 
 
 class nnUNetTrainerSDMDualHead(nnUNetTrainerDistanceBase):
@@ -32,8 +33,7 @@ class nnUNetTrainerSDMDualHead(nnUNetTrainerDistanceBase):
 
     sdm_head_weight: float = 1.0
 
-    def check_settings(self) -> None:
-        check_number(self, "sdm_head_weight")
+    setting_rules = {"sdm_head_weight": non_negative}
 
     def build_scale_loss(self) -> nn.Module:
         return nn.ModuleDict({"dice_ce": nnunet_dice_ce_loss(self), "l2": L2SDMLoss()})

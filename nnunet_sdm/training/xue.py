@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_sdm.checks import non_negative, positive
 from nnunet_sdm.distance import truncate
 from nnunet_sdm.losses import XUE_LAMBDA, XUE_STEEPNESS, ShapeAwareSDMLoss
-from nnunet_sdm.losses._checks import check_non_negative, check_positive
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
 from nnunet_sdm.training.loader_targets import SDMTargetTransform
@@ -49,20 +49,16 @@ class nnUNetTrainerSDM_Xue2020(nnUNetTrainerDistanceBase):
             ddp=self.is_ddp,
         )
 
-    def check_settings(self) -> None:
-        checks = {
-            "heaviside_k": check_positive,
-            "sdm_weight": check_non_negative,
-            "dice_weight": check_non_negative,
-            "l1_weight": check_non_negative,
-            "product_weight": check_non_negative,
-        }
-        try:
-            for name, check in checks.items():
-                check(name, getattr(self, name))
-            self.build_scale_loss()
-        except ValueError as e:
-            raise ValueError(f"{type(self).__name__}: invalid setting: {e}") from None
+    setting_rules = {
+        "heaviside_k": positive,
+        "sdm_weight": non_negative,
+        "dice_weight": non_negative,
+        "l1_weight": non_negative,
+        "product_weight": non_negative,
+    }
+
+    def check_setting_combinations(self) -> None:
+        self.build_scale_loss()  # the loss refuses weights that switch every term off
 
     def loss_term_weights(self) -> dict[str, float]:
         return {
@@ -92,12 +88,7 @@ class nnUNetTrainerSDM_Xue2020Truncated(nnUNetTrainerSDM_Xue2020):
 
     truncation_mm: float = 10.0
 
-    def check_settings(self) -> None:
-        super().check_settings()
-        try:
-            check_positive("truncation_mm", self.truncation_mm)
-        except ValueError as e:
-            raise ValueError(f"{type(self).__name__}: invalid setting: {e}") from None
+    setting_rules = {"truncation_mm": positive}
 
     def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         return truncate(sdm_mm, self.truncation_mm)

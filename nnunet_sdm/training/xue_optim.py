@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import _LRScheduler
 
-from nnunet_sdm.losses._checks import check_non_negative, check_positive
+from nnunet_sdm.checks import integer, non_negative, number, positive
 from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
 
 XUE_ADAM_LR = 5e-4
@@ -89,18 +89,12 @@ class nnUNetTrainerSDM_Xue2020Adam(nnUNetTrainerSDM_Xue2020):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = self.adam_lr  # nnU-Net sets its 1e-2 in __init__; logged and used below
 
-    def check_settings(self) -> None:
-        super().check_settings()
-        name = type(self).__name__
-        try:
-            check_positive("adam_lr", self.adam_lr)
-            check_non_negative("adam_weight_decay", self.adam_weight_decay)
-        except ValueError as e:
-            raise ValueError(f"{name}: invalid setting: {e}") from None
-        if not 0 < self.lr_gamma <= 1:
-            raise ValueError(f"{name}: invalid setting: lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        if not isinstance(self.lr_step_epochs, int) or self.lr_step_epochs < 1:
-            raise ValueError(f"{name}: invalid setting: lr_step_epochs must be an integer >= 1")
+    setting_rules = {
+        "adam_lr": positive,
+        "adam_weight_decay": non_negative,
+        "lr_gamma": number(minimum=0.0, maximum=1.0, above=True),
+        "lr_step_epochs": integer(1),
+    }
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(

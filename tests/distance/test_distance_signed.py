@@ -294,7 +294,7 @@ def test_cuda_tensor_stays_on_device(backend, make_blobs, sdm_reference):
         ({"classes": [1.5]}, "classes must contain integer"),
         ({"classes": 1}, "classes must be a sequence"),
         ({"backend": "scipy"}, "backend must be one of"),
-        ({"max_chunk_elements": 0}, "max_chunk_elements must be a positive int"),
+        ({"max_chunk_elements": 0}, "max_chunk_elements must be an integer >= 1"),
     ],
 )
 def test_signed_distance_argument_checks(kwargs, match):
