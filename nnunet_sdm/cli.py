@@ -84,9 +84,14 @@ def _cmd_plans_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from nnunet_sdm.evaluation import evaluate_folders, labels_from_dataset_json, write_summary
+    from nnunet_sdm.evaluation import SUMMARY_NAME, evaluate_folders, resolve_labels, write_summary
+    from nnunet_sdm.evaluation.challenge import get_scoring
 
-    labels = args.labels or labels_from_dataset_json(args.dataset_json, args.gt_dir)
+    if args.scoring is not None and not args.labels:
+        labels, source = get_scoring(args.scoring).labels, f"{args.scoring}'s organs"
+    else:
+        labels, source = resolve_labels(args.labels, args.dataset_json, args.gt_dir)
+    print(f"labels {labels} (from {source})")
     summary = evaluate_folders(
         args.gt_dir,
         args.pred_dir,
@@ -94,6 +99,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         tolerances=tuple(args.tolerance),
         num_workers=args.np,
         missing_predictions=args.missing_predictions,
+        scoring=args.scoring,
     )
     unpredicted = summary["references_without_prediction"]
     if unpredicted:
@@ -103,17 +109,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{unpredicted}",
             file=sys.stderr,
         )
-    out = Path(args.o or Path(args.pred_dir) / "summary_surface.json")
+    out = Path(args.o or Path(args.pred_dir) / SUMMARY_NAME)
     write_summary(summary, out, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from nnunet_sdm.evaluation import labels_from_dataset_json
+    from nnunet_sdm.evaluation import resolve_labels
     from nnunet_sdm.evaluation.compare import compare_folders, write_comparison
 
-    labels = args.labels or labels_from_dataset_json(args.dataset_json, args.gt)
+    labels, source = resolve_labels(args.labels, args.dataset_json, args.gt)
+    print(f"labels {labels} (from {source})")
     comparison = compare_folders(
         args.pred_dirs,
         args.gt,
@@ -245,14 +252,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_plans_apply)
 
-    p = sub.add_parser("evaluate", help="Dice, HD95, ASSD and NSD per case and class")
-    p.add_argument("gt_dir")
-    p.add_argument("pred_dir")
-    p.add_argument("-o", default=None, help="summary JSON (a CSV is written beside it)")
+    p = sub.add_parser(
+        "evaluate",
+        help="Dice, HD95, ASSD and NSD per case and class",
+        description="Evaluates every <case><file ending> of PRED_DIR against the file of the same name in GT_DIR. "
+        "Labels: --labels, else the dataset.json given or found in GT_DIR or its parent, else the label values "
+        "found in the reference masks (the output says which). --scoring flare22|flare23|flare24 scores DSC and "
+        "NSD by that challenge's rules instead (per-organ NSD tolerances, NSD 0 below a DSC threshold, rounding; "
+        "labels default to its organs).",
+    )
+    p.add_argument("gt_dir", help="reference label maps")
+    p.add_argument("pred_dir", help="predicted label maps (same file names)")
+    p.add_argument(
+        "-o",
+        default=None,
+        help="summary JSON (default PRED_DIR/summary_surface.json; a CSV is written beside it)",
+    )
     p.add_argument("--tolerance", type=float, nargs="+", default=[1.0, 2.0], help="NSD tolerances in mm")
-    p.add_argument("--labels", type=int, nargs="+", default=None)
-    p.add_argument("--dataset-json", default=None)
-    p.add_argument("-np", type=int, default=2)
+    p.add_argument("--labels", type=int, nargs="+", default=None, help="label values to evaluate")
+    p.add_argument("--dataset-json", default=None, help="take the labels from this dataset.json")
+    p.add_argument("-np", type=int, default=2, help="worker processes")
+    p.add_argument(
+        "--scoring",
+        choices=("flare22", "flare23", "flare24"),  # evaluation.challenge.CHALLENGE_SCORINGS (tested)
+        default=None,
+        help="a FLARE challenge's DSC/NSD rules instead of HD95, ASSD and NSD at --tolerance",
+    )
     p.add_argument(
         "--missing-predictions",
         choices=("skip", "error", "empty"),  # evaluation.evaluate.MISSING_PREDICTIONS (tested)
@@ -268,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gt", required=True, help="reference label folder")
     p.add_argument("-o", default="comparison", help="output prefix: writes <o>.md and <o>.png")
-    p.add_argument("--labels", type=int, nargs="+", default=None, help="default: from dataset.json")
+    p.add_argument(
+        "--labels", type=int, nargs="+", default=None, help="default: dataset.json, else the reference masks"
+    )
     p.add_argument("--names", nargs="+", default=None, help="method names (default: the folder names)")
     p.add_argument("--tolerance", type=float, nargs="+", default=[1.0, 2.0], help="NSD tolerances in mm")
     p.add_argument("--dataset-json", default=None)

@@ -8,17 +8,15 @@ Steps (each a real nnU-Net command or API call): write a synthetic dataset, plan
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from nnunet_sdm import trainers_path
+from nnunet_sdm.evaluation import SUMMARY_NAME
 from nnunet_sdm.runner import Budget
+from nnunet_sdm.workflow import nnunet_environment, plan_and_preprocess, predict_command, run_logged
 
 DEMO_DATASET_ID = 990
 DEMO_PLANS = "nnUNetPlans_cpu_small"
@@ -30,43 +28,12 @@ CPU_BUDGET = Budget(epochs=15, iterations_per_epoch=40, val_iterations_per_epoch
 GPU_BUDGET = Budget(epochs=50, iterations_per_epoch=100, val_iterations_per_epoch=10)
 
 
-def nnunet_environment(workdir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        nnUNet_raw=str(workdir / "nnUNet_raw"),
-        nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
-        nnUNet_results=str(workdir / "nnUNet_results"),
-        nnUNet_extTrainer=trainers_path(),
-        nnUNet_compile=env.get("nnUNet_compile", "f"),
-        nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "2"),
-        nnUNet_def_n_proc=env.get("nnUNet_def_n_proc", "2"),
-    )
-    return env
-
-
-def nnunet_command(name: str) -> str:
-    """Path of an nnU-Net console script, preferring the one beside this interpreter."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} not found: is nnunetv2 installed in this environment?")
-    return found
-
-
 def _step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def _run(command: list[str], env: dict[str, str], log: Path | None = None) -> None:
-    print("    $ " + " ".join(command), flush=True)
-    if log is None:
-        subprocess.run(command, env=env, check=True)
-        return
-    with open(log, "w") as handle:
-        result = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = log.read_text().splitlines()[-30:]
-        raise RuntimeError(f"command failed ({result.returncode}), see {log}:\n" + "\n".join(tail))
+def _note(message: str) -> None:
+    print(f"    {message}", flush=True)
 
 
 def format_table(results: dict[str, dict], label_names: dict[int, str]) -> str:
@@ -96,7 +63,6 @@ def run_demo(
     workdir: Path, epochs: int | None = None, iterations: int | None = None, device: str | None = None
 ) -> dict[str, dict]:
     from nnunet_sdm.evaluation import evaluate_folders, write_summary
-    from nnunet_sdm.plans import bundled_override, write_plans
     from nnunet_sdm.synth import make_synthetic_dataset
 
     started = time.time()
@@ -117,85 +83,32 @@ def run_demo(
     print(f"    {raw}")
 
     _step("2/5 nnUNetv2_plan_and_preprocess, then the cpu_small plans override")
-    _run(
-        [
-            nnunet_command("nnUNetv2_plan_and_preprocess"),
-            "-d",
-            str(DEMO_DATASET_ID),
-            "-c",
-            "3d_fullres",
-            "-np",
-            "2",
-            "--verify_dataset_integrity",
-        ],
-        env,
-        logs / "plan_and_preprocess.log",
+    preprocessed = plan_and_preprocess(
+        DEMO_DATASET_ID, env, logs, override="cpu_small", plans_name=DEMO_PLANS, announce=_note
     )
-    preprocessed = Path(env["nnUNet_preprocessed"]) / raw.name
-    plans_file = write_plans(preprocessed, bundled_override("cpu_small"), DEMO_PLANS)
-    print(f"    {plans_file}")
 
     results: dict[str, dict] = {}
     for i, trainer in enumerate(DEMO_TRAINERS):
         _step(f"3/5 train {trainer} ({i + 1}/{len(DEMO_TRAINERS)}); log: {logs / f'train_{trainer}.log'}")
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "nnunet_sdm.cli",
-                "train",
-                str(DEMO_DATASET_ID),
-                "3d_fullres",
-                "0",
-                "-tr",
-                trainer,
-                "-p",
-                DEMO_PLANS,
-                "--epochs",
-                str(budget.epochs),
-                "--iterations",
-                str(budget.iterations_per_epoch),
-                "--val-iterations",
-                str(budget.val_iterations_per_epoch),
-                "-device",
-                device,
-            ],
-            env,
-            logs / f"train_{trainer}.log",
-        )
+        command = [sys.executable, "-m", "nnunet_sdm.cli", "train", str(DEMO_DATASET_ID), "3d_fullres", "0"]
+        command += ["-tr", trainer, "-p", DEMO_PLANS, "--epochs", str(budget.epochs)]
+        command += ["--iterations", str(budget.iterations_per_epoch)]
+        command += ["--val-iterations", str(budget.val_iterations_per_epoch), "-device", device]
+        run_logged(command, env, logs / f"train_{trainer}.log", announce=_note)
         prediction = workdir / "predictions" / trainer
         _step(f"4/5 nnUNetv2_predict with {trainer} -> {prediction}")
-        _run(
-            [
-                nnunet_command("nnUNetv2_predict"),
-                "-i",
-                str(raw / "imagesTs"),
-                "-o",
-                str(prediction),
-                "-d",
-                str(DEMO_DATASET_ID),
-                "-c",
-                "3d_fullres",
-                "-tr",
-                trainer,
-                "-p",
-                DEMO_PLANS,
-                "-f",
-                "0",
-                "-device",
-                device,
-                "-npp",
-                "1",
-                "-nps",
-                "1",
-            ],
+        run_logged(
+            predict_command(
+                raw / "imagesTs", prediction, DEMO_DATASET_ID, trainer, DEMO_PLANS, device=device
+            ),
             env,
             logs / f"predict_{trainer}.log",
+            announce=_note,
         )
         summary = evaluate_folders(
             raw / "labelsTs", prediction, labels=[1, 2], tolerances=(1.0, 2.0), num_workers=2, progress=False
         )
-        write_summary(summary, prediction / "summary_surface.json", prediction / "summary_surface.csv")
+        write_summary(summary, prediction / SUMMARY_NAME)
         results[trainer] = summary
 
     _step("5/5 results on the held-out synthetic cases (mean over cases; HD95 and ASSD in mm)")
@@ -207,7 +120,7 @@ def run_demo(
         model = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{DEMO_PLANS}__3d_fullres"
         print(f"  {trainer}: model {model}")
         print(
-            f"  {' ' * len(trainer)}  predictions {workdir / 'predictions' / trainer} (+ summary_surface.json/csv)"
+            f"  {' ' * len(trainer)}  predictions {workdir / 'predictions' / trainer} (+ {SUMMARY_NAME} and .csv)"
         )
     print(f"  logs:           {logs}")
     print(f"done in {time.time() - started:.0f} s")

@@ -1,4 +1,5 @@
-"""Figures: violin plots comparing methods, validation curves of trainings, and SDM level sets on an image slice (Xue et al. 2020, Fig. 4).
+"""Every figure of the package: violin plots comparing methods, the loss terms and validation curves of
+trainings, and SDM level sets on an image slice (Xue et al. 2020, Fig. 4).
 
 matplotlib is imported inside the functions, with the non-interactive Agg backend, so importing this
 module is cheap and works without a display.
@@ -13,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_sdm.evaluation.evaluate import higher_is_better, metric_label
+
 __all__ = [
     "comparison_violins",
+    "loss_terms_plot",
     "training_curves_plot",
     "plot_sdm_slice",
     "plot_sdm_files",
@@ -46,8 +50,6 @@ def comparison_violins(comparison, out_png: str | Path, dpi: int = 150) -> Path:
 
     ``comparison`` is a :class:`nnunet_sdm.evaluation.compare.Comparison`.
     """
-    from nnunet_sdm.evaluation.compare import higher_is_better, metric_label
-
     plt = _pyplot()
     methods, labels, metrics = comparison.methods, comparison.labels, comparison.metrics
     n_methods = len(methods)
@@ -148,8 +150,44 @@ def comparison_violins(comparison, out_png: str | Path, dpi: int = 150) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------
-# SDM level sets
+# training curves
 # ----------------------------------------------------------------------------------------------------
+def loss_terms_plot(history: dict[str, dict[str, float]], out_png: str | Path, dpi: int = 80) -> Path | None:
+    """One panel per loss term (train and validation per epoch), then one panel with the gradient norm of
+    every term and one with their shares (``grad_norm/*``, ``grad_share/*``), beside nnU-Net's progress.png."""
+    plt = _pyplot()
+    names = sorted({key.split("/", 1)[1] for key in history})
+    terms = [n for n in names if not n.startswith("grad_")]
+    groups = [g for g in ("grad_norm", "grad_share") if any(n.startswith(g + "/") for n in names)]
+    if not names:
+        return None
+    panels = len(terms) + len(groups)
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 2.6 * panels), squeeze=False)
+
+    def curve(key: str) -> tuple[list[int], list[float]]:
+        values = history.get(key, {})
+        epochs = sorted(int(e) for e in values)
+        return epochs, [values[str(e)] for e in epochs]
+
+    for ax, term in zip(axes[:, 0], terms):
+        for phase, style in (("train", "-"), ("val", "--")):
+            ax.plot(*curve(f"{phase}/{term}"), style, marker=".", label=phase)
+        ax.set_ylabel(term)
+        ax.legend(loc="upper right")
+    for ax, group in zip(axes[len(terms) :, 0], groups):
+        for name in (n for n in names if n.startswith(group + "/") and n != "grad_norm/clipped"):
+            ax.plot(*curve(f"train/{name}"), "-", marker=".", label=name.split("/", 1)[1])
+        ax.set_ylabel(group + " (first batch)")
+        ax.legend(loc="upper right", fontsize="small")
+    axes[-1, 0].set_xlabel("epoch")
+    fig.suptitle("loss terms (unweighted, deep-supervision weighted over scales)")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=dpi)
+    plt.close(fig)
+    return out_png
+
+
 def training_curves_plot(
     curves: dict[str, dict[str, list[float]]], out_png: str | Path, dpi: int = 150
 ) -> Path:
@@ -179,6 +217,9 @@ def training_curves_plot(
     return out_png
 
 
+# ----------------------------------------------------------------------------------------------------
+# SDM level sets
+# ----------------------------------------------------------------------------------------------------
 def read_sdm(path: str | Path, label: int | None = None):
     """An SDM image written by ``nnunet-sdm predict --save-sdm`` (or any 3D SDM image) -> (array, spacing, label).
 

@@ -1,17 +1,14 @@
 """Surface metrics (Dice, HD95, ASSD, NSD) with the FLARE / DeepMind ``surface-distance`` definitions;
-folder evaluation, summaries and comparisons of prediction folders."""
+folder evaluation and summaries. Comparisons of prediction folders (tables and violin plots) are in
+:mod:`nnunet_sdm.evaluation.compare`, which builds on this and on :mod:`nnunet_sdm.plots`."""
 
-from nnunet_sdm.evaluation.compare import (
-    Comparison,
-    compare_folders,
-    load_or_evaluate,
-    markdown_table,
-    write_comparison,
-)
 from nnunet_sdm.evaluation.evaluate import (
+    SUMMARY_NAME,
     evaluate_case,
     evaluate_folders,
     labels_from_dataset_json,
+    labels_from_masks,
+    resolve_labels,
     write_summary,
 )
 from nnunet_sdm.evaluation.surface import (
@@ -31,10 +28,11 @@ from nnunet_sdm.evaluation.surface import (
 )
 
 __all__ = [
-    "Comparison",
+    "SUMMARY_NAME",
+    "labels_from_masks",
+    "resolve_labels",
     "SurfaceDistances",
     "assd",
-    "compare_folders",
     "compute_average_surface_distance",
     "compute_robust_hausdorff",
     "compute_surface_dice_at_tolerance",
@@ -45,12 +43,9 @@ __all__ = [
     "hd95",
     "image_diagonal_mm",
     "labels_from_dataset_json",
-    "load_or_evaluate",
-    "markdown_table",
     "nsd",
     "nsd_key",
     "surface_metrics",
     "surfel_area_table",
-    "write_comparison",
     "write_summary",
 ]

@@ -23,8 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_sdm.evaluation.evaluate import _normalise_labels, evaluate_folders, write_summary
-from nnunet_sdm.evaluation.surface import nsd_key
+from nnunet_sdm.dataset_json import find_dataset_json, foreground_labels
+from nnunet_sdm.evaluation.evaluate import (
+    SUMMARY_NAME,
+    evaluate_folders,
+    higher_is_better,
+    metric_label,
+    metric_names,
+    normalise_labels,
+    write_summary,
+)
+from nnunet_sdm.plots import comparison_violins
 
 __all__ = [
     "Comparison",
@@ -37,23 +46,6 @@ __all__ = [
     "higher_is_better",
     "write_comparison",
 ]
-
-SUMMARY_NAME = "summary_surface.json"
-
-
-def metric_names(tolerances: Sequence[float]) -> list[str]:
-    return ["Dice", "HD95", "ASSD", *[nsd_key(t) for t in tolerances]]
-
-
-def higher_is_better(metric: str) -> bool:
-    """Dice and NSD: higher is better; distances (HD95, ASSD): lower is better."""
-    return metric == "Dice" or metric.startswith("NSD")
-
-
-def metric_label(metric: str) -> str:
-    arrow = "↑" if higher_is_better(metric) else "↓"
-    unit = " (mm)" if metric in ("HD95", "ASSD") else ""
-    return f"{metric}{unit} {arrow}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -176,18 +168,12 @@ def method_names(folders: Sequence[str | Path]) -> list[str]:
 
 
 def _label_names(gt_dir: Path, dataset_json: str | Path | None) -> dict[int, str]:
-    candidates = (
-        [Path(dataset_json)]
-        if dataset_json
-        else [gt_dir / "dataset.json", gt_dir.resolve().parent / "dataset.json"]
-    )
-    for candidate in candidates:
-        if candidate.is_file():
-            labels = json.loads(candidate.read_text()).get("labels", {})
-            return {
-                int(v): k for k, v in labels.items() if not isinstance(v, (list, tuple)) and k != "ignore"
-            }
-    return {}
+    """Class names for the table (none if there is no dataset.json or it defines regions)."""
+    found = dataset_json or find_dataset_json(gt_dir)
+    try:
+        return foreground_labels(found) if found else {}
+    except ValueError:
+        return {}
 
 
 def compare_folders(
@@ -203,7 +189,7 @@ def compare_folders(
     log=print,
 ) -> Comparison:
     """Evaluate (or reuse) every prediction folder and collect per-case values on the common cases."""
-    labels = _normalise_labels(labels)
+    labels = normalise_labels(labels)
     if not pred_dirs:
         raise ValueError("give at least one prediction folder")
     names = list(names) if names else method_names(pred_dirs)
@@ -286,8 +272,6 @@ def markdown_table(comparison: Comparison) -> str:
 
 def write_comparison(comparison: Comparison, out_prefix: str | Path) -> tuple[Path, Path]:
     """Write ``<out_prefix>.md`` (the table) and ``<out_prefix>.png`` (violin plots)."""
-    from nnunet_sdm.plots import comparison_violins
-
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     md = out_prefix.with_name(out_prefix.name + ".md")

@@ -29,12 +29,45 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from nnunet_sdm.evaluation.surface import image_diagonal_mm, surface_metrics
+from nnunet_sdm.dataset_json import find_dataset_json, foreground_labels
+from nnunet_sdm.evaluation.challenge import challenge_metrics, get_scoring
+from nnunet_sdm.evaluation.surface import image_diagonal_mm, nsd_key, surface_metrics
 
-__all__ = ["evaluate_case", "evaluate_folders", "write_summary", "labels_from_dataset_json"]
+__all__ = [
+    "SUMMARY_NAME",
+    "evaluate_case",
+    "evaluate_folders",
+    "higher_is_better",
+    "labels_from_dataset_json",
+    "labels_from_masks",
+    "metric_label",
+    "metric_names",
+    "resolve_labels",
+    "write_summary",
+]
+
+#: the summary ``nnunet-sdm evaluate`` writes into a prediction folder (and ``compare`` reuses)
+SUMMARY_NAME = "summary_surface.json"
 
 
-def _normalise_labels(labels: Iterable[int]) -> list[int]:
+def metric_names(tolerances: Sequence[float]) -> list[str]:
+    """The metric keys of a summary evaluated with these NSD tolerances."""
+    return ["Dice", "HD95", "ASSD", *[nsd_key(t) for t in tolerances]]
+
+
+def higher_is_better(metric: str) -> bool:
+    """Dice and NSD: higher is better; distances (HD95, ASSD): lower is better."""
+    return metric == "Dice" or metric.startswith("NSD")
+
+
+def metric_label(metric: str) -> str:
+    """The metric's name with its unit and an arrow for the better direction (tables, figure titles)."""
+    arrow = "↑" if higher_is_better(metric) else "↓"
+    unit = " (mm)" if metric in ("HD95", "ASSD") else ""
+    return f"{metric}{unit} {arrow}"
+
+
+def normalise_labels(labels: Iterable[int]) -> list[int]:
     out: list[int] = []
     for value in labels:
         if isinstance(value, bool) or not float(value).is_integer():
@@ -58,27 +91,50 @@ def labels_from_dataset_json(
     if dataset_json is None:
         if gt_dir is None:
             raise ValueError("give dataset_json or gt_dir (or explicit labels)")
-        candidates = [Path(gt_dir) / "dataset.json", Path(gt_dir).resolve().parent / "dataset.json"]
-        found = [c for c in candidates if c.is_file()]
-        if not found:
+        dataset_json = find_dataset_json(gt_dir)
+        if dataset_json is None:
+            candidates = [Path(gt_dir) / "dataset.json", Path(gt_dir).resolve().parent / "dataset.json"]
             raise FileNotFoundError(
                 f"no dataset.json found at {[str(c) for c in candidates]}: pass the labels or the dataset.json path"
             )
-        dataset_json = found[0]
-    content = json.loads(Path(dataset_json).read_text())
-    if "labels" not in content:
-        raise ValueError(f"{dataset_json} has no 'labels' entry")
-    values = []
-    for name, value in content["labels"].items():
-        if name == "ignore":
-            continue
-        if isinstance(value, (list, tuple)):
-            raise ValueError(
-                f"{dataset_json} defines regions ({name}: {value}); region-based evaluation is not supported, "
-                "pass explicit label values instead"
-            )
-        values.append(int(value))
-    return _normalise_labels(values)
+    return normalise_labels(foreground_labels(dataset_json))
+
+
+def labels_from_masks(gt_dir: str | Path, file_ending: str = ".nii.gz") -> list[int]:
+    """The foreground label values found in the reference masks of ``gt_dir`` (every ``*file_ending``)."""
+    gt_dir = Path(gt_dir)
+    files = sorted(p for p in gt_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
+    if not files:
+        raise FileNotFoundError(f"no *{file_ending} reference files in {gt_dir}")
+    found: set[int] = set()
+    for path in files:
+        values = _label_values(_read(path)[0])
+        bad = [v for v in values if not float(v).is_integer() or v < 0]
+        if bad:
+            raise ValueError(f"{path}: label values must be integers >= 0, found {sorted(bad)[:5]}")
+        found.update(int(v) for v in values)
+    found.discard(0)
+    if not found:
+        raise ValueError(f"the reference masks in {gt_dir} hold no foreground label: pass --labels")
+    return sorted(found)
+
+
+def resolve_labels(
+    labels: Sequence[int] | None,
+    dataset_json: str | Path | None,
+    gt_dir: str | Path,
+    file_ending: str = ".nii.gz",
+) -> tuple[list[int], str]:
+    """The labels to evaluate and where they came from: ``labels`` if given, else the ``dataset.json``
+    (given, or found beside ``gt_dir``), else the values in the reference masks."""
+    if labels:
+        return normalise_labels(labels), "--labels"
+    if dataset_json is not None or find_dataset_json(gt_dir) is not None:
+        found = dataset_json or find_dataset_json(gt_dir)
+        return labels_from_dataset_json(found), f"{found}"
+    return labels_from_masks(
+        gt_dir, file_ending
+    ), f"the reference masks in {gt_dir} (no --labels, no dataset.json)"
 
 
 def _label_values(array: np.ndarray) -> np.ndarray:
@@ -129,15 +185,19 @@ def evaluate_case(
     pred_path: str | Path | None,
     labels: Iterable[int],
     tolerances: Sequence[float] = (1.0, 2.0),
+    scoring: str | None = None,
 ) -> dict:
     """Dice, HD95, ASSD, NSD per label for one reference/prediction pair (nnU-Net ``metric_per_case`` entry).
+
+    ``scoring`` (``flare22``, ``flare23``, ``flare24``): the challenge's rules instead
+    (:mod:`nnunet_sdm.evaluation.challenge`): ``Dice`` and ``NSD`` at the organ's tolerance, rounded.
 
     Images are read with SimpleITK; the spacing is the reference header's, in numpy axis order. Both
     images must have the same shape and spacing, and contain only 0 and the given labels.
     ``pred_path=None`` scores a missing prediction as an empty one (``"prediction_file": None``).
     """
     gt_path = Path(gt_path)
-    labels = _normalise_labels(labels)
+    labels = normalise_labels(labels)
     gt, spacing = _read(gt_path)
     if pred_path is None:
         pred, pred_spacing = np.zeros_like(gt), spacing
@@ -164,6 +224,15 @@ def evaluate_case(
                 f"background (0) nor among the evaluated labels {labels}"
             )
 
+    prediction_file = None if pred_path is None else str(pred_path)
+    if scoring is not None:
+        rules = get_scoring(scoring)
+        metrics = {str(label): challenge_metrics(gt, pred, spacing, label, rules) for label in labels}
+        for label in labels:
+            metrics[str(label)].update(
+                n_ref=int(np.count_nonzero(gt == label)), n_pred=int(np.count_nonzero(pred == label))
+            )
+        return {"reference_file": str(gt_path), "prediction_file": prediction_file, "metrics": metrics}
     gt_boxes, pred_boxes = _bounding_boxes(gt, labels), _bounding_boxes(pred, labels)
     diagonal = image_diagonal_mm(gt.shape, spacing)
     metrics: dict[str, dict] = {}
@@ -177,7 +246,6 @@ def evaluate_case(
         values["n_ref"] = int(np.count_nonzero(mask_gt))
         values["n_pred"] = int(np.count_nonzero(mask_pred))
         metrics[str(label)] = values
-    prediction_file = None if pred_path is None else str(pred_path)
     return {"reference_file": str(gt_path), "prediction_file": prediction_file, "metrics": metrics}
 
 
@@ -209,6 +277,7 @@ def evaluate_folders(
     file_ending: str = ".nii.gz",
     progress: bool = True,
     missing_predictions: str = "skip",
+    scoring: str | None = None,
 ) -> dict:
     """Evaluate every ``*file_ending`` file of ``pred_dir`` against the file of the same name in ``gt_dir``.
 
@@ -218,14 +287,16 @@ def evaluate_folders(
     References without a prediction are listed in ``references_without_prediction`` and, by
     ``missing_predictions``, left out of the cases (``"skip"``, as nnU-Net's own evaluation does), an error
     (``"error"``), or scored as empty predictions (``"empty"``: Dice 0 and HD95 = the image diagonal, as a
-    challenge scores a case without a submission).
+    challenge scores a case without a submission). ``scoring``: a challenge's rules, see :func:`evaluate_case`.
     """
     if missing_predictions not in MISSING_PREDICTIONS:
         raise ValueError(
             f"missing_predictions must be one of {MISSING_PREDICTIONS}, got {missing_predictions!r}"
         )
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
-    labels = _normalise_labels(labels)
+    labels = normalise_labels(labels)
+    if scoring is not None:
+        get_scoring(scoring)  # an unknown name stops before any work
     for role, folder in (("reference", gt_dir), ("prediction", pred_dir)):
         if not folder.is_dir():
             raise FileNotFoundError(f"{role} folder does not exist: {folder}")
@@ -248,8 +319,8 @@ def evaluate_folders(
             f"{len(unpredicted)} reference(s) in {gt_dir} have no prediction in {pred_dir}: {unpredicted}"
         )
     scored_empty = unpredicted if missing_predictions == "empty" else []
-    jobs = [(gt_dir / name, pred_dir / name, labels, tuple(tolerances)) for name in files]
-    jobs += [(gt_dir / name, None, labels, tuple(tolerances)) for name in scored_empty]
+    jobs = [(gt_dir / name, pred_dir / name, labels, tuple(tolerances), scoring) for name in files]
+    jobs += [(gt_dir / name, None, labels, tuple(tolerances), scoring) for name in scored_empty]
     jobs.sort(key=lambda job: job[0].name)
     bar = {"total": len(jobs), "desc": "evaluating", "unit": "case", "disable": not progress}
     if num_workers <= 1 or len(jobs) == 1:
@@ -260,6 +331,7 @@ def evaluate_folders(
     summary = _summarise(per_case, labels)
     summary["references_without_prediction"] = unpredicted
     summary["missing_predictions"] = missing_predictions
+    summary["scoring"] = scoring or "standard"
     return summary
 
 

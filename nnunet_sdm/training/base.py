@@ -39,6 +39,7 @@ from nnunet_sdm.checks import Rule
 from nnunet_sdm.distance import normalise_xue, signed_distance
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
+from nnunet_sdm.plots import loss_terms_plot
 
 
 # ---- nnU-Net's own losses, configured as nnUNetTrainer._build_loss does for label datasets -------------
@@ -72,44 +73,6 @@ def nnunet_soft_dice_loss(trainer: nnUNetTrainer) -> nn.Module:
         ddp=trainer.is_ddp,
     )
     return torch.compile(dice) if trainer._do_i_compile() else dice
-
-
-def plot_loss_terms(history: dict[str, dict[str, float]], filename: str) -> None:
-    """One panel per loss term (train and validation per epoch), then one panel with the gradient norm of
-    every term and one with their shares (``grad_norm/*``, ``grad_share/*``), beside nnU-Net's progress.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted({key.split("/", 1)[1] for key in history})
-    terms = [n for n in names if not n.startswith("grad_")]
-    groups = [g for g in ("grad_norm", "grad_share") if any(n.startswith(g + "/") for n in names)]
-    if not names:
-        return
-    panels = len(terms) + len(groups)
-    fig, axes = plt.subplots(panels, 1, figsize=(8, 2.6 * panels), squeeze=False)
-
-    def curve(key: str) -> tuple[list[int], list[float]]:
-        values = history.get(key, {})
-        epochs = sorted(int(e) for e in values)
-        return epochs, [values[str(e)] for e in epochs]
-
-    for ax, term in zip(axes[:, 0], terms):
-        for phase, style in (("train", "-"), ("val", "--")):
-            ax.plot(*curve(f"{phase}/{term}"), style, marker=".", label=phase)
-        ax.set_ylabel(term)
-        ax.legend(loc="upper right")
-    for ax, group in zip(axes[len(terms) :, 0], groups):
-        for name in (n for n in names if n.startswith(group + "/") and n != "grad_norm/clipped"):
-            ax.plot(*curve(f"train/{name}"), "-", marker=".", label=name.split("/", 1)[1])
-        ax.set_ylabel(group + " (first batch)")
-        ax.legend(loc="upper right", fontsize="small")
-    axes[-1, 0].set_xlabel("epoch")
-    fig.suptitle("loss terms (unweighted, deep-supervision weighted over scales)")
-    fig.tight_layout()
-    fig.savefig(filename, dpi=80)
-    plt.close(fig)
 
 
 def term_gradient_norms_of(
@@ -568,7 +531,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     def on_epoch_end(self) -> None:
         super().on_epoch_end()
         if self.local_rank == 0:
-            plot_loss_terms(self._load_loss_terms(), os.path.join(self.output_folder, "loss_terms.png"))
+            loss_terms_plot(self._load_loss_terms(), os.path.join(self.output_folder, "loss_terms.png"))
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)

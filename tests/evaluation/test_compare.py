@@ -77,7 +77,7 @@ def test_compare_table_bold_and_statistics(folders):
     )
     assert comparison.methods == ["good", "eroded"]
     assert comparison.cases == ["case_0", "case_1", "case_2"]
-    assert comparison.label_names == {0: "background", 1: "organ", 2: "vessel"}
+    assert comparison.label_names == {1: "organ", 2: "vessel"}
     dice = comparison.values["good"][1]["Dice"]
     assert comparison.stats("good", 1, "Dice") == pytest.approx((dice.mean(), dice.std(ddof=1)))
     table = markdown_table(comparison)

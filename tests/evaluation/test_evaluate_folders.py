@@ -113,6 +113,7 @@ def test_evaluate_folders_summary(folders, num_workers, tmp_path):
         "foreground_mean",
         "references_without_prediction",
         "missing_predictions",
+        "scoring",
     }
     assert summary["references_without_prediction"] == []
     cases = summary["metric_per_case"]

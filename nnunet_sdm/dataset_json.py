@@ -1,0 +1,60 @@
+"""nnU-Net's ``dataset.json``: its foreground labels, read in one place.
+
+Used by evaluation (which labels to score, their names), comparisons, the FLARE submission tools, the SDM
+export and the accuracy benchmark. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["RegionLabelsError", "find_dataset_json", "foreground_labels", "read_dataset_json"]
+
+
+class RegionLabelsError(ValueError):
+    """The dataset is region-based (a label maps to a list of values): no single label value per class."""
+
+
+def read_dataset_json(source: dict | str | Path) -> tuple[dict, str]:
+    """The content of a ``dataset.json`` (a dict passes through) and a name for messages."""
+    if isinstance(source, dict):
+        return source, "dataset.json"
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such dataset.json")
+    try:
+        return json.loads(path.read_text()), str(path)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def foreground_labels(source: dict | str | Path) -> dict[int, str]:
+    """Foreground label value -> name, in increasing value order; ``background`` (0) and ``ignore`` are left
+    out. Raises :class:`RegionLabelsError` naming the file for region-based datasets."""
+    content, where = read_dataset_json(source)
+    if "labels" not in content:
+        raise ValueError(f"{where} has no 'labels' entry")
+    labels: dict[int, str] = {}
+    for name, value in content["labels"].items():
+        if name == "ignore":
+            continue
+        if isinstance(value, (list, tuple)):
+            raise RegionLabelsError(
+                f"{where} defines regions ({name}: {value}); region-based evaluation is not supported, "
+                "pass explicit label values instead"
+            )
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise ValueError(f"{where}: label {name!r} must be an integer, got {value!r}")
+        if int(value) != 0:
+            labels[int(value)] = str(name)
+    return dict(sorted(labels.items()))
+
+
+def find_dataset_json(folder: str | Path) -> Path | None:
+    """``dataset.json`` in ``folder`` or its parent (``labelsTs`` sits beside it in a raw dataset), or None."""
+    folder = Path(folder)
+    for candidate in (folder / "dataset.json", folder.resolve().parent / "dataset.json"):
+        if candidate.is_file():
+            return candidate
+    return None
