@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[sub] = str(args.work / sub)
     os.environ.setdefault("nnUNet_compile", "f")
-    from nnunet_sdm.inference.predict import ensure_trainers_on_path
+    from nnunet_sdm.workflow import register_trainers
 
-    ensure_trainers_on_path()
+    register_trainers()
     import torch
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 

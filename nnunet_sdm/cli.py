@@ -309,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-sdm also writes <o>/sdm/<case>_sdm<file ending>: one float32 image per case whose last "
         "dimension holds the predicted SDM of each foreground class (in label order; see <o>/sdm/sdm.json), "
         "sliding-window, Gaussian-weighted, mirrored and resampled to the image geometry like the "
-        "probabilities. Unit: NORMALISED signed distance in [-1, 1] (the tanh head, trained on SDMs normalised "
-        "per patch and class), negative inside, 0 on the boundary -- not mm: the per-patch normalisation "
-        "makes an exact conversion to mm impossible.",
+        "probabilities. Unit: the network's normalised SDM in [-1, 1], negative inside, 0 on the boundary; for "
+        "truncated targets (nnUNetTrainerSDM: truncation_mm in sdm.json) truncation_mm x value is mm where "
+        "|value| < 1, for Xue et al.'s per-patch normalisation there is no exact mm.",
     )
     from os import environ
 
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--save_sdm",
         dest="save_sdm",
         action="store_true",
-        help="also write the predicted normalised SDMs (needs a trainer with an SDM head)",
+        help="also write the predicted normalised SDMs (needs a trainer with an SDM head; format: sdm/sdm.json)",
     )
     p.set_defaults(func=_cmd_predict)
 

@@ -7,7 +7,6 @@ module is cheap and works without a display.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_sdm.evaluation.evaluate import higher_is_better, metric_label
+from nnunet_sdm.sdm_format import read_sdm
 
 __all__ = [
     "comparison_violins",
@@ -22,7 +22,6 @@ __all__ = [
     "training_curves_plot",
     "plot_sdm_slice",
     "plot_sdm_files",
-    "read_sdm",
     "SDM_LEVELS",
     "SDM_LEVEL_COLOURS",
 ]
@@ -220,35 +219,6 @@ def training_curves_plot(
 # ----------------------------------------------------------------------------------------------------
 # SDM level sets
 # ----------------------------------------------------------------------------------------------------
-def read_sdm(path: str | Path, label: int | None = None):
-    """An SDM image written by ``nnunet-sdm predict --save-sdm`` (or any 3D SDM image) -> (array, spacing, label).
-
-    A 4D image holds one volume per class (last ITK dimension); the classes are read from ``sdm.json``
-    beside it (default: 1..K). Returns the (z, y, x) array of ``label`` (default: the first class), the
-    spacing in numpy axis order and the label.
-    """
-    import SimpleITK as sitk
-
-    path = Path(path)
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
-    if image.GetNumberOfComponentsPerPixel() > 1:  # classes stored as vector components
-        array = np.moveaxis(array, -1, 0)
-    if array.ndim == 4:
-        info = path.parent / "sdm.json"
-        classes = (
-            json.loads(info.read_text())["classes"] if info.is_file() else list(range(1, array.shape[0] + 1))
-        )
-        if len(classes) != array.shape[0]:
-            raise ValueError(f"{path}: {array.shape[0]} SDM volumes but {len(classes)} classes in {info}")
-        label = classes[0] if label is None else int(label)
-        if label not in classes:
-            raise ValueError(f"{path}: no SDM of class {label}; it holds classes {classes}")
-        return array[classes.index(label)], spacing[-3:], label
-    return array, spacing, label
-
-
 def plot_sdm_slice(
     image: np.ndarray,
     label_map: np.ndarray,

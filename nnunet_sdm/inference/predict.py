@@ -17,18 +17,10 @@
   channels for nnU-Net's export (label map, optional ``.npz``/``.pkl`` probabilities, in its background
   workers as usual) and writes the SDM channels itself with :func:`export_sdm`, which resamples them
   back to the original image geometry like nnU-Net resamples probabilities (the configuration's
-  ``resampling_fn_probabilities``, crop reverted, axes transposed back) and writes
-  ``<output>/sdm/<case>_sdm<file_ending>``: one float32 image whose last dimension is the class (the
-  foreground labels in increasing order), plus ``<output>/sdm/sdm.json``. nnU-Net's sequential path
-  (``-npp 0 -nps 0``) does not say which case it predicts, so ``--save-sdm`` needs ``-npp``/``-nps`` >= 1.
-
-Unit of the written SDM: *normalised*, not mm. The network's SDM head is tanh-bounded and trained on
-targets normalised per patch and class (Xue et al.: ``sdm / max|sdm|`` inside and outside separately) or
-truncated (``nnUNetTrainerSDM`` and ``nnUNetTrainerSDM_Xue2020Truncated``: ``clamp(sdm_mm / tau, -1, 1)``),
-so the value is in [-1, 1], negative inside, 0 on the predicted boundary. The per-patch normalisation
-depends on the patch contents, so no exact conversion to mm exists; for the truncated targets
-``tau * value`` is mm where |value| < 1 (``sdm.json`` gives tau as ``truncation_mm``).
-Outside nnU-Net's nonzero crop the SDM is +1 (outside every class), where the label map is background.
+  ``resampling_fn_probabilities``, crop reverted, axes transposed back) in the main process, as each
+  case's logits come back, and writes them in the format of :mod:`nnunet_sdm.sdm_format` (files,
+  units, ``sdm.json``). nnU-Net's sequential path (``-npp 0 -nps 0``) does not say which case it
+  predicts, so ``--save-sdm`` needs ``-npp``/``-nps`` >= 1.
 
 Sign guarantee (SDM-only networks, e.g. ``nnUNetTrainerSDM_Xue2020``, whose logits are ``[0, -64 sdm_1, ...]``):
 the accumulated SDM channels ``64 sdm_k`` are then exactly the negated logit channels, bit for bit,
@@ -43,7 +35,6 @@ label map comes from the segmentation head, the SDM from the SDM head.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,41 +43,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from nnunetv2.configuration import default_num_processes
-from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 
+from nnunet_sdm.dataset_json import foreground_labels
 from nnunet_sdm.network import SDM_LOGIT_SCALE, sdm_outputs, unwrap
 from nnunet_sdm.network.sdm_head import SDMHeadNetwork
+from nnunet_sdm.sdm_format import SUPPORTED_WRITERS, sdm_info, sdm_path, write_sdm_image, write_sdm_info
+from nnunet_sdm.workflow import register_trainers
 
-__all__ = [
-    "SDMPredictor",
-    "SDMExportError",
-    "export_prediction_and_sdm",
-    "export_sdm",
-    "resample_sdm_to_original",
-    "sdm_path",
-    "SDM_FOLDER",
-]
+__all__ = ["SDMPredictor", "SDMExportError", "export_sdm", "resample_sdm_to_original", "run_predict"]
 
-SDM_FOLDER = "sdm"
 #: the SDM channels are accumulated as ``SDM_ACCUMULATION_SCALE * sdm`` (see the module docstring)
 SDM_ACCUMULATION_SCALE = SDM_LOGIT_SCALE
-SDM_UNIT = (
-    "normalised signed distance, unitless, in [-1, 1] (tanh head, per-patch normalised targets); not mm"
-)
-SDM_UNIT_TRUNCATED = "truncated signed distance clamp(sdm_mm / truncation_mm, -1, 1): truncation_mm * value is mm where |value| < 1"
-_SUPPORTED_WRITERS = ("SimpleITKIO", "SimpleITKIOWithReorient", "NibabelIO")
 
 
 class SDMExportError(RuntimeError):
     """The model or the dataset's image format cannot give SDM images."""
-
-
-def sdm_path(output_file_truncated: str | os.PathLike, file_ending: str) -> Path:
-    """Where the SDM of the case whose label map is ``output_file_truncated + file_ending`` goes."""
-    truncated = Path(output_file_truncated)
-    return truncated.parent / SDM_FOLDER / f"{truncated.name}_sdm{file_ending}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -121,7 +94,7 @@ class _WiderLabelManager:
 
 
 # ----------------------------------------------------------------------------------------------------
-# export (module level: nnU-Net pickles it by reference into its spawn-started export workers)
+# export of the SDM channels (in the main process, as each case's prediction comes back)
 # ----------------------------------------------------------------------------------------------------
 def resample_sdm_to_original(
     sdm, properties: dict, configuration_manager, plans_manager, scale: float = 1.0
@@ -160,38 +133,6 @@ def _insert(image: np.ndarray, crop: np.ndarray, bbox) -> None:
     insert_crop_into_image(image, crop, bbox)
 
 
-def _write_sdm_image(sdm: np.ndarray, path: Path, properties: dict, writer_name: str) -> None:
-    """Write (K, *spatial) float32 as one image whose last dimension is the class, with the case geometry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if writer_name in ("SimpleITKIO", "SimpleITKIOWithReorient"):
-        import SimpleITK as sitk
-
-        stuff = properties["sitk_stuff"]
-        volumes = []
-        for channel in sdm:
-            if len(stuff["spacing"]) == 2:  # nnU-Net reads 2D images as (1, y, x)
-                channel = channel[0]
-            image = sitk.GetImageFromArray(np.ascontiguousarray(channel))
-            image.SetSpacing(stuff["spacing"])
-            image.SetOrigin(stuff["origin"])
-            image.SetDirection(stuff["direction"])
-            if "original_orientation" in stuff:
-                image = sitk.DICOMOrient(image, stuff["original_orientation"])
-            volumes.append(image)
-        sitk.WriteImage(sitk.JoinSeries(volumes), str(path), True)
-    elif writer_name == "NibabelIO":
-        import nibabel
-
-        data = np.stack([c.transpose((2, 1, 0)) for c in sdm], axis=-1)  # nnU-Net's NibabelIO axis order
-        nibabel.save(
-            nibabel.Nifti1Image(data, affine=properties["nibabel_stuff"]["original_affine"]), str(path)
-        )
-    else:  # checked before prediction starts; kept for direct callers
-        raise SDMExportError(
-            f"cannot write SDM images with {writer_name}; supported: {', '.join(_SUPPORTED_WRITERS)}"
-        )
-
-
 def export_sdm(
     sdm,
     properties: dict,
@@ -210,47 +151,11 @@ def export_sdm(
     finally:
         torch.set_num_threads(old_threads)
     path = sdm_path(output_file_truncated, dataset_json["file_ending"])
-    _write_sdm_image(full, path, properties, plans_manager.image_reader_writer_class.__name__)
+    try:
+        write_sdm_image(full, path, properties, plans_manager.image_reader_writer_class.__name__)
+    except ValueError as error:  # an unsupported writer; the predictor checks it before predicting
+        raise SDMExportError(str(error)) from None
     return path
-
-
-def export_prediction_and_sdm(
-    predicted,
-    properties_dict: dict,
-    configuration_manager,
-    plans_manager,
-    dataset_json_dict_or_file,
-    output_file_truncated: str,
-    save_probabilities: bool = False,
-    num_threads_torch: int = default_num_processes,
-) -> None:
-    """nnU-Net's ``export_prediction_from_logits`` for the logit channels, :func:`export_sdm` for the rest
-    (the SDM channels, accumulated as ``SDM_ACCUMULATION_SCALE * sdm``)."""
-    dataset_json = dataset_json_dict_or_file
-    if isinstance(dataset_json, str):
-        dataset_json = json.loads(Path(dataset_json).read_text())
-    heads = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    export_prediction_from_logits(
-        predicted[:heads],
-        properties_dict,
-        configuration_manager,
-        plans_manager,
-        dataset_json,
-        output_file_truncated,
-        save_probabilities,
-        num_threads_torch,
-    )
-    if predicted.shape[0] > heads:
-        export_sdm(
-            predicted[heads:],
-            properties_dict,
-            configuration_manager,
-            plans_manager,
-            dataset_json,
-            output_file_truncated,
-            num_threads_torch,
-            scale=SDM_ACCUMULATION_SCALE,
-        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -299,10 +204,10 @@ class SDMPredictor(nnUNetPredictor):
                 f"({heads - 1}), the network has {self.sdm_network.num_sdm_channels}"
             )
         writer = self.plans_manager.image_reader_writer_class.__name__
-        if writer not in _SUPPORTED_WRITERS:
+        if writer not in SUPPORTED_WRITERS:
             raise SDMExportError(
                 f"--save-sdm: the dataset's images are read with {writer}; SDM images can be written for "
-                f"{', '.join(_SUPPORTED_WRITERS)} (NIfTI, NRRD, MHA ...) only"
+                f"{', '.join(SUPPORTED_WRITERS)} (NIfTI, NRRD, MHA ...) only"
             )
 
     # ---- sliding window with the SDM channels --------------------------------------------------
@@ -378,29 +283,20 @@ class SDMPredictor(nnUNetPredictor):
         return predicted[:heads]
 
     def _write_sdm_info(self, output) -> None:
-        folder = Path(output if isinstance(output, (str, os.PathLike)) else os.path.dirname(output[0]) or ".")
-        folder = folder / SDM_FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = output if isinstance(output, (str, os.PathLike)) else os.path.dirname(output[0]) or "."
         trainer_class = self.trainer_class
-        labels = {
-            str(value): name
-            for name, value in self.dataset_json["labels"].items()
-            if name != "background" and not isinstance(value, (list, tuple))
-        }
-        info = {
-            "files": f"<case>_sdm{self.dataset_json['file_ending']}: one image per case, last dimension = class",
-            "classes": [int(v) for v in self.label_manager.foreground_labels],
-            "class_names": labels,
-            "unit": SDM_UNIT if getattr(trainer_class, "truncation_mm", None) is None else SDM_UNIT_TRUNCATED,
-            "sign": "negative inside the class, positive outside, 0 on the predicted boundary",
-            "outside_crop": "+1 outside nnU-Net's nonzero crop (background there)",
-            "trainer": self.trainer_name,
-            "truncation_mm": getattr(trainer_class, "truncation_mm", None),
-            "label_map_is_sdm_heaviside": not getattr(trainer_class, "has_segmentation_head", True),
-            "tile_step_size": self.tile_step_size,
-            "use_mirroring": self.use_mirroring,
-        }
-        (folder / "sdm.json").write_text(json.dumps(info, indent=2))
+        truncation_mm = getattr(trainer_class, "truncation_mm", None)
+        info = sdm_info(
+            classes=[int(v) for v in self.label_manager.foreground_labels],
+            class_names=foreground_labels(self.dataset_json),
+            file_ending=self.dataset_json["file_ending"],
+            trainer=self.trainer_name,
+            truncation_mm=truncation_mm,
+            label_map_is_sdm_heaviside=not getattr(trainer_class, "has_segmentation_head", True),
+            tile_step_size=self.tile_step_size,
+            use_mirroring=self.use_mirroring,
+        )
+        write_sdm_info(folder, info)
 
     # ---- entry points ------------------------------------------------------------------------
     # nnU-Net records its arguments through ``inspect.signature(self.predict_from_files)``: the overrides
@@ -505,25 +401,13 @@ def _trainer_class(trainer_name: str):
 # ----------------------------------------------------------------------------------------------------
 # command line (``nnunet-sdm predict``; the arguments are nnUNetv2_predict's plus --save-sdm)
 # ----------------------------------------------------------------------------------------------------
-def ensure_trainers_on_path() -> None:
-    """Add nnunet-sdm's trainer folder to ``nnUNet_extTrainer`` so the predictor finds its trainers."""
-    from nnunet_sdm import trainers_path
-
-    ours = trainers_path()
-    current = os.environ.get("nnUNet_extTrainer")
-    if not current:
-        os.environ["nnUNet_extTrainer"] = ours
-    elif ours not in current.split(os.pathsep):
-        os.environ["nnUNet_extTrainer"] = current + os.pathsep + ours
-
-
 def run_predict(args) -> int:
     """``nnUNetv2_predict`` (nnU-Net 2.8.1's ``predict_entry_point``) with :class:`SDMPredictor`."""
     import multiprocessing
 
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    ensure_trainers_on_path()
+    register_trainers()
     folds = [f if f == "all" else int(f) for f in args.f]
     model_folder = get_output_folder(args.d, args.tr, args.p, args.c)
     os.makedirs(args.o, exist_ok=True)

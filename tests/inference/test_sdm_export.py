@@ -16,12 +16,7 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
 
 from nnunet_sdm import trainers_path
-from nnunet_sdm.inference import (
-    SDMExportError,
-    SDMPredictor,
-    export_prediction_and_sdm,
-    resample_sdm_to_original,
-)
+from nnunet_sdm.inference import SDMExportError, SDMPredictor, export_sdm, resample_sdm_to_original
 from nnunet_sdm.inference.predict import SDM_ACCUMULATION_SCALE, _LogitsAndSDM, _WiderLabelManager
 from nnunet_sdm.network import SDMHeadNetwork
 
@@ -145,13 +140,20 @@ def test_export_writes_the_label_map_and_a_4d_sdm_image(tmp_path):
     sdm = _preprocessed_sdm(properties, configuration, seed=1)
     logits, scaled = _accumulated(sdm)
     dataset_json = {"labels": LABELS, "file_ending": ".nii.gz"}
-    export_prediction_and_sdm(
-        np.concatenate([logits, scaled]),
+    # what the predictor does with one case: nnU-Net exports the logit channels, export_sdm the SDM channels
+    from nnunetv2.inference.export_prediction import export_prediction_from_logits
+
+    export_prediction_from_logits(
+        logits, properties, configuration, plans, dataset_json, str(tmp_path / "case_1")
+    )
+    export_sdm(
+        scaled,
         properties,
         configuration,
         plans,
         dataset_json,
         str(tmp_path / "case_1"),
+        scale=SDM_ACCUMULATION_SCALE,
     )
     label_image = sitk.ReadImage(str(tmp_path / "case_1.nii.gz"))
     sdm_image = sitk.ReadImage(str(tmp_path / "sdm" / "case_1_sdm.nii.gz"))
@@ -236,7 +238,7 @@ def test_plot_sdm_command(tmp_path, capsys):
     import matplotlib.image
 
     from nnunet_sdm.cli import main
-    from nnunet_sdm.plots import read_sdm
+    from nnunet_sdm.sdm_format import read_sdm
 
     image, label, sdm = _case(tmp_path)
     array, spacing, cls = read_sdm(sdm, 2)
