@@ -28,11 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import nnunet_sdm  # noqa: F401
-except ImportError:  # running from a source checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 DEFAULT_TRAINERS = [
     "nnUNetTrainer",
     "nnUNetTrainerSDM",

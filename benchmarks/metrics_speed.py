@@ -32,19 +32,13 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-try:
-    from nnunet_sdm.evaluation import surface_metrics
-except ImportError:  # running from a source checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from nnunet_sdm.evaluation import surface_metrics
+from nnunet_sdm.evaluation import surface_metrics
 
 SHAPE = (256, 256, 128)
 QUICK_SHAPE = (128, 128, 64)

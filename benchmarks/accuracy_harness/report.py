@@ -1,0 +1,352 @@
+"""Results of the benchmark: ratios to stock, paired statistics over seeds, results.json, results.md and
+the figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from nnunet_sdm.evaluation.compare import compare_folders, markdown_table
+from nnunet_sdm.plots import comparison_violins, training_curves_plot
+
+from .data import Data
+from .settings import RATIO_METRICS, STOCK, TOLERANCES, Settings, note
+from .steps import epoch_times, first_epoch_reaching, read_state, trainer_paths, training_curves
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def ratios_to_stock(comparison, stock: str = STOCK) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``ratios[trainer][class][metric]``: trainer's mean over stock's mean (HD95, ASSD); class "mean" is the
+    ratio of the foreground means (mean over classes of the per-class means). Empty without ``stock``."""
+    if stock not in comparison.methods:
+        return {}
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for method in comparison.methods:
+        per: dict[str, dict[str, float | None]] = {}
+        for metric in RATIO_METRICS:
+            if metric not in comparison.metrics:
+                continue
+            means, stock_means = [], []
+            for label in comparison.labels:
+                mine, ref = (
+                    comparison.stats(method, label, metric)[0],
+                    comparison.stats(stock, label, metric)[0],
+                )
+                per.setdefault(str(label), {})[metric] = _finite(mine / ref) if ref else None
+                means.append(mine)
+                stock_means.append(ref)
+            ref = float(np.mean(stock_means))
+            per.setdefault("mean", {})[metric] = _finite(float(np.mean(means)) / ref) if ref else None
+        out[method] = per
+    return out
+
+
+def results_dict(settings: Settings, data: Data, comparison, manifest: dict, states: dict[str, dict]) -> dict:
+    ratios = ratios_to_stock(comparison)
+    trainers = {}
+    for method in comparison.methods:
+        paths = trainer_paths(settings, data, method)
+        per_class = {
+            str(label): {
+                metric: dict(
+                    zip(
+                        ("mean", "sd"),
+                        map(_finite, comparison.stats(method, label, metric)),
+                    ),
+                    n=int(np.isfinite(comparison.values[method][label][metric]).sum()),
+                )
+                for metric in comparison.metrics
+            }
+            for label in comparison.labels
+        }
+        foreground = {
+            metric: _finite(
+                float(np.mean([comparison.stats(method, lb, metric)[0] for lb in comparison.labels]))
+            )
+            for metric in comparison.metrics
+        }
+        times = epoch_times(paths.model)
+        timing = dict(states.get(method, {}))
+        if times:
+            timing["epochs_logged"] = len(times)
+            timing["median_epoch_seconds"] = float(np.median(times[1:] if len(times) > 1 else times))
+        curves = training_curves(paths.checkpoint_final) if paths.checkpoint_final.is_file() else {}
+        trainers[method] = {
+            "model": str(paths.model),
+            "predictions": str(paths.predictions),
+            "summary": str(paths.summary),
+            "per_class": per_class,
+            "foreground_mean": foreground,
+            "ratio_to_nnUNetTrainer": ratios.get(method),
+            "timing": timing,
+            "training_curves": curves,
+            "per_case": {
+                str(label): {
+                    m: [_finite(v) for v in comparison.values[method][label][m]] for m in comparison.metrics
+                }
+                for label in comparison.labels
+            },
+        }
+    return {
+        "settings": {k: v for k, v in manifest.items() if k not in ("train_cases", "split")}
+        | {
+            "n_train_cases": len(data.train_cases),
+            "n_train_fold": len(manifest["split"][settings.fold]["train"]),
+            "n_val_fold": len(manifest["split"][settings.fold]["val"]),
+            "n_test_cases": len(data.test_cases),
+            "device": settings.device,
+            "threads": settings.threads,
+            "tolerances_mm": list(TOLERANCES),
+        },
+        "labels": {str(k): v for k, v in data.labels.items()},
+        "metrics": comparison.metrics,
+        "cases": comparison.cases,
+        "excluded": comparison.excluded,
+        "trainers": trainers,
+    }
+
+
+def _ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def ratio_table(results: dict) -> str:
+    labels = results["labels"]
+    columns = [(str(k), name) for k, name in labels.items()] + [("mean", "mean")]
+    header = ["Trainer"] + [f"{name} {metric}" for _, name in columns for metric in RATIO_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "|".join([":---:"] * (len(header) - 1)) + "|"]
+    for trainer, entry in results["trainers"].items():
+        ratios = entry["ratio_to_nnUNetTrainer"] or {}
+        cells = [
+            _ratio_text(ratios.get(key, {}).get(metric)) for key, _ in columns for metric in RATIO_METRICS
+        ]
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(results: dict, table: str) -> str:
+    s = results["settings"]
+    budget = s["budget"]
+    lines = [
+        f"# Accuracy benchmark: {s['dataset']}",
+        "",
+        f"- test cases: {s['n_test_cases']} ({s['test_source']}); training cases: {s['n_train_cases']} "
+        f"(fold {s['fold']}: {s['n_train_fold']} train, {s['n_val_fold']} val)",
+        f"- plans: {s['plans_identifier']} ({s['configuration']}); budget: {budget['epochs']} epochs x "
+        f"{budget['iterations_per_epoch']} iterations (+{budget['val_iterations_per_epoch']} val iterations); "
+        f"seed {s['seed']}; device {s['device']}"
+        + (f" ({s['threads']} torch threads)" if s.get("threads") else "")
+        + ("" if s.get("tta", True) else "; prediction without test-time mirroring"),
+        *(
+            [
+                f"- warm start: every trainer and seed fine-tuned for the budget above from one {s['warm_start']['trainer']} "
+                f"pre-training of {s['warm_start']['budget']['epochs']} epochs (seed {s['warm_start']['seed']}), all "
+                "weights including the output layers; optimiser and learning-rate schedule start anew"
+            ]
+            if s.get("warm_start")
+            else []
+        ),
+        "",
+        "## Per class: mean ± sd over the test cases",
+        "",
+        table.rstrip(),
+        "",
+    ]
+    if any(e["ratio_to_nnUNetTrainer"] for e in results["trainers"].values()):
+        lines += [
+            f"## HD95 and ASSD relative to {STOCK} (trainer's mean / {STOCK}'s mean; < 1 is better)",
+            "",
+            ratio_table(results),
+            "",
+            "'mean': ratio of the means over the foreground classes.",
+            "",
+        ]
+    else:
+        lines += [f"(no ratios: {STOCK} is not among the trainers)", ""]
+    lines += [
+        "## Validation pseudo Dice during training",
+        "",
+        "nnU-Net's own per-epoch pseudo Dice on the fold's validation cases (patches, not the test cases; "
+        "mean over the foreground classes): "
+        "first epoch at which it reached 0.5, its last value, and the last value of nnU-Net's EMA of it.",
+        "",
+        "| Trainer | first epoch ≥ 0.5 | last | last EMA |",
+        "|---|---:|---:|---:|",
+    ]
+    for trainer, entry in results["trainers"].items():
+        curves = entry.get("training_curves") or {}
+        dice, ema = curves.get("mean_fg_dice") or [], curves.get("ema_fg_dice") or []
+        reached = first_epoch_reaching(dice, 0.5)
+        cells = [
+            "never" if reached is None else str(reached),
+            f"{dice[-1]:.3f}" if dice else "-",
+            f"{ema[-1]:.3f}" if ema else "-",
+        ]
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    lines += [
+        "",
+        "## Time per trainer (s)",
+        "",
+        "| Trainer | train | median epoch | predict | evaluate |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for trainer, entry in results["trainers"].items():
+        t = entry["timing"]
+        cells = [
+            f"{t[k]:.0f}" if isinstance(t.get(k), (int, float)) else "-"
+            for k in ("train_seconds", "median_epoch_seconds", "predict_seconds", "evaluate_seconds")
+        ]
+        if isinstance(t.get("median_epoch_seconds"), float):
+            cells[1] = f"{t['median_epoch_seconds']:.1f}"
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+PAIRED_METRICS = ("Dice", "HD95", "ASSD", f"NSD@{float(TOLERANCES[0])}mm")
+
+
+def foreground_means(comparison) -> dict[str, dict[str, float | None]]:
+    """``means[trainer][metric]``: the mean over foreground classes of the per-class means over cases."""
+    return {
+        method: {
+            metric: _finite(
+                float(np.mean([comparison.stats(method, lb, metric)[0] for lb in comparison.labels]))
+            )
+            for metric in comparison.metrics
+        }
+        for method in comparison.methods
+    }
+
+
+def paired_over_seeds(per_seed: dict[int, dict[str, dict[str, float | None]]], stock: str = STOCK) -> dict:
+    """Per trainer and metric, paired by seed with ``stock``: HD95/ASSD as ratios (trainer / stock), Dice and
+    NSD as differences (trainer - stock); each with its per-seed values, mean and sd (ddof 1) over seeds."""
+    out: dict[str, dict] = {}
+    seeds = sorted(per_seed)
+    trainers = [t for t in next(iter(per_seed.values())) if t != stock]
+    for trainer in trainers:
+        entry: dict[str, dict] = {}
+        for metric in PAIRED_METRICS:
+            ratio = metric in RATIO_METRICS
+            values = []
+            for seed in seeds:
+                mine, ref = per_seed[seed][trainer].get(metric), per_seed[seed][stock].get(metric)
+                if mine is None or ref is None or (ratio and ref == 0):
+                    values.append(None)
+                else:
+                    values.append(mine / ref if ratio else mine - ref)
+            finite = [v for v in values if v is not None]
+            entry[metric] = {
+                "kind": "ratio" if ratio else "difference",
+                "per_seed": dict(zip(map(str, seeds), values)),
+                "mean": _finite(float(np.mean(finite))) if finite else None,
+                "sd": _finite(float(np.std(finite, ddof=1))) if len(finite) > 1 else None,
+            }
+        out[trainer] = entry
+    return out
+
+
+def paired_table(per_seed: dict[int, dict[str, dict[str, float | None]]], paired: dict) -> str:
+    """Markdown: foreground means per trainer (mean ± sd over seeds), then the paired ratios/differences."""
+
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        sd = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+        return f"{np.mean(values):.3f}{sd}"
+
+    seeds = sorted(per_seed)
+    trainers = list(per_seed[seeds[0]])
+    lines = [
+        "| Trainer | " + " | ".join(f"{m} (fg mean)" for m in PAIRED_METRICS) + " |",
+        "|---|" + "|".join([":---:"] * len(PAIRED_METRICS)) + "|",
+    ]
+    for trainer in trainers:
+        cells = [cell([per_seed[s][trainer].get(m) for s in seeds]) for m in PAIRED_METRICS]
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    lines += [
+        "",
+        f"Paired by seed with {STOCK}: HD95 and ASSD as ratios (< 1 is better), Dice and NSD as differences "
+        "(> 0 is better); mean ± sd over seeds, then the per-seed values.",
+        "",
+        "| Trainer | "
+        + " | ".join(f"{m} {'ratio' if m in RATIO_METRICS else 'diff'}" for m in PAIRED_METRICS)
+        + " |",
+        "|---|" + "|".join([":---:"] * len(PAIRED_METRICS)) + "|",
+    ]
+    for trainer, entry in paired.items():
+        cells = []
+        for metric in PAIRED_METRICS:
+            e = entry[metric]
+            per = ", ".join("n/a" if v is None else f"{v:.3f}" for v in e["per_seed"].values())
+            head = (
+                "n/a"
+                if e["mean"] is None
+                else f"{e['mean']:.3f}" + (f" ± {e['sd']:.3f}" if e["sd"] is not None else "")
+            )
+            cells.append(f"{head} ({per})")
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def compare_seed(settings: Settings, data: Data, trainers: list[str], seed: int | None = None):
+
+    folders = [trainer_paths(settings, data, t, seed).predictions for t in trainers]
+    return compare_folders(
+        folders,
+        data.test_labels,
+        list(data.labels),
+        TOLERANCES,
+        names=trainers,
+        num_workers=settings.num_processes,
+        dataset_json=settings.out / "test" / "dataset.json",
+        file_ending=data.file_ending,
+        progress=False,
+        log=note,
+    )
+
+
+def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: list[str]) -> dict:
+
+    comparison = compare_seed(settings, data, trainers)
+    states = {t: read_state(trainer_paths(settings, data, t)) for t in trainers}
+    results = results_dict(settings, data, comparison, manifest, states)
+    markdown = results_markdown(results, markdown_table(comparison))
+    if len(settings.seeds) > 1:
+        per_seed = {settings.seed: foreground_means(comparison)}
+        for seed in settings.seeds[1:]:
+            per_seed[seed] = foreground_means(compare_seed(settings, data, trainers, seed))
+        results["seeds"] = settings.seeds
+        results["foreground_mean_per_seed"] = {str(k): v for k, v in per_seed.items()}
+        if STOCK in trainers:
+            results["paired_over_seeds"] = paired_over_seeds(per_seed)
+            table = paired_table(per_seed, results["paired_over_seeds"])
+        else:
+            table = "(no paired ratios: nnUNetTrainer is not among the finished trainers)"
+        markdown += (
+            f"\n## All seeds {settings.seeds}: foreground means over the test cases, paired by seed\n\n"
+            f"The tables above are seed {settings.seed}'s.\n\n{table}\n"
+        )
+    (settings.out / "results.json").write_text(json.dumps(results, indent=2))
+    (settings.out / "results.md").write_text(markdown)
+    note(f"wrote {settings.out / 'results.json'}")
+    note(f"wrote {settings.out / 'results.md'}")
+    try:
+        comparison_violins(comparison, settings.out / "results.png")
+        note(f"wrote {settings.out / 'results.png'}")
+    except Exception as error:  # a missing plotting backend must not lose the tables
+        note(f"no violin plot: {error!r}")
+    try:
+        curves = {trainer: entry["training_curves"] for trainer, entry in results["trainers"].items()}
+        training_curves_plot(curves, settings.out / "training_curves.png")
+        note(f"wrote {settings.out / 'training_curves.png'}")
+    except Exception as error:
+        note(f"no training-curve plot: {error!r}")
+    return results
