@@ -62,17 +62,19 @@ def _cmd_plans_apply(args: argparse.Namespace) -> int:
 
     from nnunet_sdm.plans import PlansOverrideError, bundled_override, needs_preprocessing, write_plans
 
-    try:
-        override = Path(args.override)
-        if not override.is_file():
-            if args.override.endswith(".json") or "/" in args.override:
-                raise FileNotFoundError(f"{override}: no such override file")
+    override = Path(args.override)
+    if not override.is_file():
+        if args.override.endswith(".json") or "/" in args.override:
+            raise PlansOverrideError(f"{override}: no such override file")
+        try:
             override = bundled_override(args.override)
-        folder = Path(str(nnUNet_preprocessed)) / maybe_convert_to_dataset_name(args.dataset)
+        except FileNotFoundError as error:
+            raise PlansOverrideError(str(error)) from None
+    folder = Path(str(nnUNet_preprocessed)) / maybe_convert_to_dataset_name(args.dataset)
+    try:
         target = write_plans(folder, override, args.name, args.configuration, args.source_plans)
-    except (PlansOverrideError, FileNotFoundError) as error:
-        print(f"nnunet-sdm plans apply: error: {error}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as error:  # no plans to start from yet
+        raise PlansOverrideError(str(error)) from None
     print(f"wrote {target}")
     c, d = args.configuration, args.dataset
     if needs_preprocessing(folder, args.name, c):
@@ -137,13 +139,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from nnunet_sdm.inference.predict import SDMExportError, run_predict
+    from nnunet_sdm.inference.predict import run_predict
 
-    try:
-        return run_predict(args)
-    except SDMExportError as error:
-        print(f"nnunet-sdm predict: error: {error}", file=sys.stderr)
-        return 2
+    return run_predict(args)
 
 
 def _cmd_plot_sdm(args: argparse.Namespace) -> int:
@@ -164,36 +162,28 @@ def _cmd_plot_sdm(args: argparse.Namespace) -> int:
 
 
 def _cmd_flare_package(args: argparse.Namespace) -> int:
-    from nnunet_sdm.flare import SubmissionError, package_submission
+    from nnunet_sdm.flare import package_submission
 
-    try:
-        out = package_submission(
-            args.d, args.c, args.tr, args.p, args.f, args.o, checkpoint=args.chk, base_image=args.base_image
-        )
-    except SubmissionError as error:
-        print(f"nnunet-sdm flare package: error: {error}", file=sys.stderr)
-        return 2
+    out = package_submission(
+        args.d, args.c, args.tr, args.p, args.f, args.o, checkpoint=args.chk, base_image=args.base_image
+    )
     print(f"wrote {out}: sh {out / 'predict.sh'} INPUT OUTPUT (see {out / 'README.md'})")
     return 0
 
 
 def _cmd_flare_run(args: argparse.Namespace) -> int:
-    from nnunet_sdm.flare import SubmissionError, run_submission, summarise
+    from nnunet_sdm.flare import run_submission, summarise
 
-    try:
-        csv_path, rows = run_submission(
-            args.submission,
-            args.input,
-            args.output,
-            args.gt,
-            args.csv,
-            args.device,
-            args.tolerance,
-            scoring=args.scoring,
-        )
-    except SubmissionError as error:
-        print(f"nnunet-sdm flare run: error: {error}", file=sys.stderr)
-        return 2
+    csv_path, rows = run_submission(
+        args.submission,
+        args.input,
+        args.output,
+        args.gt,
+        args.csv,
+        args.device,
+        args.tolerance,
+        scoring=args.scoring,
+    )
     for key, value in summarise(rows).items():
         print(f"mean {key}: {value:.4g}")
     print(f"wrote {csv_path} ({len(rows)} cases)")
@@ -418,9 +408,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_input_error(error: Exception) -> bool:
+    """Errors that say what is wrong with the user's input, not a bug: shown as one line, exit 2."""
+    from nnunet_sdm.flare import SubmissionError
+    from nnunet_sdm.inference.predict import SDMExportError
+    from nnunet_sdm.plans import PlansOverrideError
+
+    return isinstance(error, (PlansOverrideError, SDMExportError, SubmissionError))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as error:
+        if not _is_input_error(error):
+            raise
+        command = " ".join(
+            filter(
+                None,
+                (args.command, getattr(args, "plans_command", None), getattr(args, "flare_command", None)),
+            )
+        )
+        print(f"nnunet-sdm {command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

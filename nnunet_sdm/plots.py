@@ -41,6 +41,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, out_png: str | Path, dpi: int, **options) -> Path:
+    """Write the figure (its folder made if needed) and free it."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=dpi, **options)
+    plt.close(fig)
+    return out_png
+
+
 # ----------------------------------------------------------------------------------------------------
 # comparison violins
 # ----------------------------------------------------------------------------------------------------
@@ -141,11 +150,7 @@ def comparison_violins(comparison, out_png: str | Path, dpi: int = 150) -> Path:
         color="dimgrey",
     )
     fig.tight_layout(rect=(0, 0.02, 1, 1 - 0.55 / (3.9 * nrows + 0.9)))
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=dpi)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png, dpi)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -181,10 +186,7 @@ def loss_terms_plot(history: dict[str, dict[str, float]], out_png: str | Path, d
     axes[-1, 0].set_xlabel("epoch")
     fig.suptitle("loss terms (unweighted, deep-supervision weighted over scales)")
     fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=dpi)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png, dpi)
 
 
 def training_curves_plot(
@@ -210,10 +212,7 @@ def training_curves_plot(
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("thick: nnU-Net's EMA; thin: per epoch", fontsize=9)
     fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=dpi)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png, dpi)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,11 +302,7 @@ def plot_sdm_slice(
     ax.set_title(f"{title}\n{where}" if title else f"{where}: predicted SDM level sets", fontsize=10)
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return out_png, slice_index
+    return _save(plt, fig, out_png, dpi, bbox_inches="tight"), slice_index
 
 
 def plot_sdm_files(

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from nnunet_sdm.workflow import (
     nnunet_command,
@@ -32,6 +33,43 @@ def nnunet_env(workdir: Path, **extra: str) -> dict[str, str]:
 nnunet_bin = nnunet_command
 #: a command with its output kept; a failure raises CommandError quoting stdout and stderr
 run = run_captured
+
+
+def smoke_budget(
+    epochs: int = 1, iterations: int = 3, val_iterations: int = 2, **extra: str
+) -> dict[str, str]:
+    """The environment variables that give our trainers a tiny budget under ``nnUNetv2_train``."""
+    return {
+        "nnUNetSDM_num_epochs": str(epochs),
+        "nnUNetSDM_iterations_per_epoch": str(iterations),
+        "nnUNetSDM_val_iterations_per_epoch": str(val_iterations),
+        **extra,
+    }
+
+
+def two_class_labels(trainer) -> torch.Tensor:
+    """(B, 1, *patch) label map of the trainer's patch size with one box of each class (1, 2)."""
+    labels = torch.zeros(trainer.batch_size, 1, *trainer.configuration_manager.patch_size)
+    labels[:, :, 2:-2, 8:20, 8:20] = 1
+    labels[:, :, 4:6, 25:40, 30:32] = 2
+    return labels
+
+
+def synthetic_batch(trainer, labels: torch.Tensor | None = None, poison: bool = False) -> dict:
+    """A batch as nnU-Net's loader gives it: a random image, the labels (default
+    :func:`two_class_labels`) at every deep-supervision scale; ``poison`` puts one NaN into the image."""
+    labels = two_class_labels(trainer) if labels is None else labels
+    patch = labels.shape[2:]
+    targets = [
+        torch.nn.functional.interpolate(
+            labels, [round(p * s) for p, s in zip(patch, scale)], mode="nearest-exact"
+        )
+        for scale in trainer._get_deep_supervision_scales()
+    ]
+    data = torch.randn(labels.shape[0], 1, *patch)
+    if poison:
+        data[0, 0, 3, 10, 10] = float("nan")  # one corrupt voxel
+    return {"data": data, "target": targets, "keys": [f"case_{i}" for i in range(len(labels))]}
 
 
 def nnunet_train(

@@ -16,6 +16,29 @@ from nnunet_sdm.checks import check_positive, check_same_shape
 from nnunet_sdm.losses.distributed import sum_over_ranks
 
 
+def overlap_sums(
+    probabilities: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    batch_dice: bool,
+    ddp: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class: sum(p * y), sum(p), sum(y) over the (unmasked) voxels of (B, C, *spatial) inputs, in
+    float32; shape (B, C), or (C,) summed over the batch (``batch_dice``) and, under DDP, over the ranks
+    (nnU-Net's ``ddp`` flag: every rank then computes the same Dice of the global batch)."""
+    p, y = probabilities.float(), target.float()
+    if mask is not None:
+        mask = mask.to(p.dtype)
+        p, y = p * mask, y * mask
+    axes = tuple(range(2, p.ndim))
+    sums = ((p * y).sum(axes), p.sum(axes), y.sum(axes))
+    if batch_dice:
+        sums = tuple(t.sum(0) for t in sums)
+        if ddp:
+            sums = tuple(sum_over_ranks(t) for t in sums)
+    return sums
+
+
 class SoftDiceLoss(nn.Module):
     """Sum over classes of (1 - soft Dice) between probabilities and one-hot targets.
 
@@ -39,19 +62,7 @@ class SoftDiceLoss(nn.Module):
         self, probabilities: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         check_same_shape("SoftDiceLoss(probabilities, target)", probabilities, target)
-        p = probabilities.float()
-        y = target.float()
-        if mask is not None:
-            p = p * mask
-            y = y * mask
-        axes = tuple(range(2, p.ndim))
-        intersect = (p * y).sum(axes)
-        sum_p = p.sum(axes)
-        sum_y = y.sum(axes)
-        if self.batch_dice:
-            intersect, sum_p, sum_y = intersect.sum(0), sum_p.sum(0), sum_y.sum(0)
-            if self.ddp:
-                intersect, sum_p, sum_y = (sum_over_ranks(t) for t in (intersect, sum_p, sum_y))
+        intersect, sum_p, sum_y = overlap_sums(probabilities, target, mask, self.batch_dice, self.ddp)
         dice = (2 * intersect + self.smooth) / (sum_y + sum_p + self.smooth).clamp_min(1e-8)
         per_class_loss = 1 - dice
         if not self.batch_dice:

@@ -40,10 +40,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_sdm.checks import check_positive, check_same_shape
-from nnunet_sdm.losses.distributed import sum_over_ranks
+from nnunet_sdm.losses.dice import SoftDiceLoss, overlap_sums
 
 
-class MapDiceLoss(nn.Module):
+class MapDiceLoss(SoftDiceLoss):
     """Eq. 2 of Li et al.: ``1 - sum_c`` of a Dice between probabilities and the NI-DM penalty map.
 
     Args:
@@ -54,13 +54,8 @@ class MapDiceLoss(nn.Module):
 
     ``forward(probabilities, distance_map, mask=None)``: ``probabilities`` (B, C, *spatial) are the
     foreground class probabilities, ``distance_map`` the NI-DM of the same classes, both in [0, 1].
+    The arguments and the voxel sums are :class:`~nnunet_sdm.losses.dice.SoftDiceLoss`'s.
     """
-
-    def __init__(self, batch_dice: bool = False, ddp: bool = False, smooth: float = 1e-5) -> None:
-        super().__init__()
-        self.batch_dice = bool(batch_dice)
-        self.ddp = bool(ddp)
-        self.smooth = check_positive("smooth", smooth)
 
     def forward(
         self, probabilities: torch.Tensor, distance_map: torch.Tensor, mask: torch.Tensor | None = None
@@ -70,20 +65,7 @@ class MapDiceLoss(nn.Module):
             raise ValueError(
                 f"MapDiceLoss: expected (B, C, *spatial), got shape {tuple(probabilities.shape)}"
             )
-        p = probabilities.float()
-        phi = distance_map.float()
-        if mask is not None:
-            mask = mask.to(p.dtype)
-            p = p * mask
-            phi = phi * mask
-        axes = tuple(range(2, p.ndim))
-        product = (p * phi).sum(axes)  # (B, C)
-        sum_p = p.sum(axes)
-        sum_phi = phi.sum(axes)
-        if self.batch_dice:
-            product, sum_p, sum_phi = product.sum(0), sum_p.sum(0), sum_phi.sum(0)
-            if self.ddp:
-                product, sum_p, sum_phi = (sum_over_ranks(t) for t in (product, sum_p, sum_phi))
+        product, sum_p, sum_phi = overlap_sums(probabilities, distance_map, mask, self.batch_dice, self.ddp)
         score = (2 * product + self.smooth) / (sum_p + sum_phi + self.smooth)  # (B, C) or (C,)
         per_sample = 1 - score.sum(-1)
         return per_sample if per_sample.ndim == 0 else per_sample.mean()

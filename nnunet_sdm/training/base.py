@@ -172,6 +172,11 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         self.gradient_diagnostics: dict[str, float] = {}
         self._measure_gradients_now = False
         self._apply_budget_from_environment()
+        self.init_trainer_state()
+
+    def init_trainer_state(self) -> None:
+        """Per-trainer attributes, set at the end of ``__init__`` (so that no subclass has to repeat
+        nnU-Net's ``__init__`` signature, which the predictor and DDP call)."""
 
     # ---- start-up checks -------------------------------------------------------------------
     def _check_dataset_supported(self) -> None:

@@ -99,15 +99,8 @@ class nnUNetTrainerLiBase(nnUNetTrainerDistanceBase):
     lrnet_log_every: int = 50
     budget_environment = {**BUDGET_ENV, "lrnet_pretrain_iterations": PRETRAIN_ITERATIONS_ENV}
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def init_trainer_state(self) -> None:
+        super().init_trainer_state()
         self.lrnet: LRNet | None = None
         self.lrnet_loss: SmoothL1MapLoss | None = None
         #: where the LR-Net's weights came from ("pre-training", "checkpoint <file>"), None = not ready

@@ -78,15 +78,8 @@ class nnUNetTrainerSDM_Xue2020Adam(nnUNetTrainerSDM_Xue2020):
     lr_gamma: float = XUE_LR_GAMMA
     lr_step_epochs: int = XUE_LR_STEP_EPOCHS
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def init_trainer_state(self) -> None:
+        super().init_trainer_state()
         self.initial_lr = self.adam_lr  # nnU-Net sets its 1e-2 in __init__; logged and used below
 
     setting_rules = {

@@ -17,14 +17,10 @@ from nnunet_sdm.distance import signed_distance, truncate
 from nnunet_sdm.training.baselines import nnUNetTrainerBoundary, nnUNetTrainerHD
 from nnunet_sdm.training.caliva import nnUNetTrainerDistPenaltyCE, nnUNetTrainerDistPenaltyDiceCE
 from nnunet_sdm.training.wang_zhang import nnUNetTrainerSDMDualHead
-from tests.conftest import nnunet_bin, predict_and_check, run
+from tests.conftest import nnunet_bin, predict_and_check, run, smoke_budget, synthetic_batch
 
 PLANS = "nnUNetPlans_cpu_small"
-BUDGET = {
-    "nnUNetSDM_num_epochs": "1",
-    "nnUNetSDM_iterations_per_epoch": "3",
-    "nnUNetSDM_val_iterations_per_epoch": "2",
-}
+BUDGET = smoke_budget()
 # trainer -> loss terms its training log must show
 TRAINERS = {
     "nnUNetTrainerSDM": ("dice_ce", "l2", "product", "consistency"),
@@ -93,20 +89,15 @@ def make_trainer(planned, name: str, fold: int):
     return trainer
 
 
-def synthetic_batch(trainer):
-    """Random image and a label map with one box per class, at every deep-supervision scale."""
-    patch = [int(p) for p in trainer.configuration_manager.patch_size]
-    labels = torch.zeros(2, 1, *patch)
+def synthetic_batch_without_class_2_in_sample_1(trainer):
+    """Random image and a label map with one box per class (sample 1: no class 2), at every scale."""
+    labels = torch.zeros(2, 1, *[int(p) for p in trainer.configuration_manager.patch_size])
     labels[0, 0, 2:8, 4:20, 6:30] = 1
     labels[0, 0, 8:12, 20:30, 20:28] = 2
-    labels[1, 0, 3:10, 10:40, 10:40] = 1  # sample 1: no class 2
-    scales = trainer._get_deep_supervision_scales()
-    targets = [
-        F.interpolate(labels, size=[round(p * s) for p, s in zip(patch, scale)], mode="nearest")
-        for scale in scales
-    ]
+    labels[1, 0, 3:10, 10:40, 10:40] = 1
     torch.manual_seed(0)
-    return torch.randn(2, 1, *patch), targets
+    batch = synthetic_batch(trainer, labels)
+    return batch["data"], batch["target"]
 
 
 def stock_loss(trainer):
@@ -122,7 +113,7 @@ def stock_loss(trainer):
 def test_loss_composition_in_the_trainer(planned_synthetic, name):
     with environment({**planned_synthetic["env"], **BUDGET}):
         trainer = make_trainer(planned_synthetic, name, fold=1)
-        data, targets = synthetic_batch(trainer)
+        data, targets = synthetic_batch_without_class_2_in_sample_1(trainer)
         outputs, scale_targets, terms = trainer.forward_and_loss(data, targets)
         assert set(terms) == {"loss", *TRAINERS[name]}
         assert all(torch.isfinite(v) for v in terms.values())

@@ -11,17 +11,12 @@ import torch
 from nnunet_sdm.network.lrnet import LRNet
 from nnunet_sdm.training.base import CHECKPOINT_EXTRAS_KEY
 from nnunet_sdm.training.li import LRNET_CHECKPOINT_KEY, LRNET_FILE, PRETRAIN_ITERATIONS_ENV
-from tests.conftest import nnunet_train, predict_and_check
+from tests.conftest import nnunet_train, predict_and_check, smoke_budget
 
 pytestmark = pytest.mark.slow
 
 PLANS = "nnUNetPlans_cpu_small"
-BUDGET = {
-    "nnUNetSDM_num_epochs": "1",
-    "nnUNetSDM_iterations_per_epoch": "3",
-    "nnUNetSDM_val_iterations_per_epoch": "2",
-    PRETRAIN_ITERATIONS_ENV: "4",
-}
+BUDGET = smoke_budget(**{PRETRAIN_ITERATIONS_ENV: "4"})
 
 
 def train(env: dict, trainer: str, *extra: str):

@@ -26,15 +26,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import nnunet_bin, run
+from tests.conftest import nnunet_bin, nnunet_train, run, smoke_budget, synthetic_batch
 
 pytestmark = pytest.mark.slow
 
-BUDGET = {
-    "nnUNetSDM_num_epochs": "1",
-    "nnUNetSDM_iterations_per_epoch": "2",
-    "nnUNetSDM_val_iterations_per_epoch": "1",
-}
+BUDGET = smoke_budget(epochs=1, iterations=2, val_iterations=1)
 CPU_XUE = {"features_per_stage": {"base": 4, "max": 16}, "norm": {"type": "group", "num_groups": 4}}
 CPU_FLARE = {"patch_size": [16, 48, 48], "n_stages": "auto", "features_per_stage": {"base": 4, "max": 16}}
 
@@ -61,22 +57,6 @@ def write_override(folder: Path, name: str, settings: dict) -> str:
     path = folder / f"{name}.json"
     path.write_text(json.dumps({"description": f"CPU test variant: {name}", "configuration": settings}))
     return str(path)
-
-
-def synthetic_batch(trainer) -> dict:
-    patch = trainer.configuration_manager.patch_size
-    labels = torch.zeros(trainer.batch_size, 1, *patch)
-    labels[:, :, 2:-2, 8:20, 8:20] = 1
-    labels[:, :, 4:6, 25:40, 30:32] = 2
-    targets = []
-    for scale in trainer._get_deep_supervision_scales():
-        shape = [round(p * s) for p, s in zip(patch, scale)]
-        targets.append(torch.nn.functional.interpolate(labels, shape, mode="nearest-exact"))
-    return {
-        "data": torch.randn(trainer.batch_size, 1, *patch),
-        "target": targets,
-        "keys": ["a"] * len(labels),
-    }
 
 
 @pytest.mark.parametrize(
@@ -131,21 +111,7 @@ def trained_xue(planned_synthetic, tmp_path_factory):
     apply(
         env, write_override(folder, "xue_cpu", CPU_XUE), "nnUNetPlans_xue_cpu", source="nnUNetPlans_xue_full"
     )
-    run(
-        [
-            nnunet_bin("nnUNetv2_train"),
-            "990",
-            "3d_fullres",
-            "0",
-            "-tr",
-            "nnUNetTrainerSDM_Xue2020Adam",
-            "-p",
-            "nnUNetPlans_xue_cpu",
-            "-device",
-            "cpu",
-        ],
-        env,
-    )
+    nnunet_train(env, "nnUNetTrainerSDM_Xue2020Adam", "-p", "nnUNetPlans_xue_cpu")
     model = planned_synthetic["results"] / "nnUNetTrainerSDM_Xue2020Adam__nnUNetPlans_xue_cpu__3d_fullres"
     return {**planned_synthetic, "env": env, "model": model}
 

@@ -8,15 +8,11 @@ import json
 import pytest
 import torch
 
-from tests.conftest import nnunet_bin, nnunet_train, predict_and_check, run
+from tests.conftest import nnunet_bin, nnunet_train, predict_and_check, run, smoke_budget
 
 pytestmark = pytest.mark.slow
 
-BUDGET = {
-    "nnUNetSDM_num_epochs": "1",
-    "nnUNetSDM_iterations_per_epoch": "3",
-    "nnUNetSDM_val_iterations_per_epoch": "2",
-}
+BUDGET = smoke_budget()
 
 
 # trainer -> loss terms its loss_terms.json must hold

@@ -26,36 +26,18 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import nnunet_bin, run
+from tests.conftest import nnunet_bin, nnunet_train, run, smoke_budget
 
 pytestmark = pytest.mark.slow
 
 PLANS = "nnUNetPlans_cpu_small"
-BUDGET = {
-    "nnUNetSDM_num_epochs": "2",
-    "nnUNetSDM_iterations_per_epoch": "8",
-    "nnUNetSDM_val_iterations_per_epoch": "2",
-}
+BUDGET = smoke_budget(epochs=2, iterations=8)
 
 
 @pytest.fixture(scope="module")
 def trained(planned_synthetic, tmp_path_factory):
     env = {**planned_synthetic["env"], **BUDGET}
-    run(
-        [
-            nnunet_bin("nnUNetv2_train"),
-            "990",
-            "3d_fullres",
-            "0",
-            "-tr",
-            "nnUNetTrainerSDM_Xue2020",
-            "-p",
-            PLANS,
-            "-device",
-            "cpu",
-        ],
-        env,
-    )
+    nnunet_train(env, "nnUNetTrainerSDM_Xue2020", "-p", PLANS)
     model = (
         Path(env["nnUNet_results"])
         / planned_synthetic["raw"].name
@@ -137,7 +119,7 @@ def _predict(trained, out, *extra, command="nnunet-sdm", npp="1"):
     return run(_predict_args(trained, out, *extra, command=command, npp=npp), trained["env"])
 
 
-def _predict_args(trained, out, *extra, command="nnunet-sdm", npp="1"):
+def _predict_args(trained, out, *extra, command="nnunet-sdm", npp="1", trainer="nnUNetTrainerSDM_Xue2020"):
     args = [nnunet_bin(command)] + (["predict"] if command == "nnunet-sdm" else [])
     args += [
         "-i",
@@ -149,7 +131,7 @@ def _predict_args(trained, out, *extra, command="nnunet-sdm", npp="1"):
         "-c",
         "3d_fullres",
         "-tr",
-        "nnUNetTrainerSDM_Xue2020",
+        trainer,
         "-p",
         PLANS,
         "-f",
@@ -272,27 +254,7 @@ def test_save_sdm_with_a_stock_trainer_stops_naming_it(predictions, tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(old)
-    command = [
-        nnunet_bin("nnunet-sdm"),
-        "predict",
-        "-i",
-        str(predictions["inputs"]),
-        "-o",
-        str(tmp_path / "out"),
-        "-d",
-        "990",
-        "-c",
-        "3d_fullres",
-        "-tr",
-        "nnUNetTrainer",
-        "-p",
-        PLANS,
-        "-f",
-        "0",
-        "-device",
-        "cpu",
-        "--save-sdm",
-    ]
+    command = _predict_args(predictions, tmp_path / "out", "--save-sdm", trainer="nnUNetTrainer")
     result = subprocess.run(command, env=predictions["env"], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "trainer nnUNetTrainer has no SDM head" in result.stderr

@@ -7,6 +7,7 @@ import torch
 
 from nnunet_sdm.distance import signed_distance
 from nnunet_sdm.losses.boundary import BoundaryLoss, rebalance_alpha
+from tests.losses._fills import label_fill
 
 
 def row(values):
@@ -65,12 +66,7 @@ def test_mask_excludes_voxels():
 
 @pytest.mark.parametrize("fill", ["absent", "full", "mixed"])
 def test_finite_values_and_gradients(fill):
-    torch.manual_seed(0)
-    labels = {
-        "absent": torch.zeros(2, 6, 6, 6, dtype=torch.long),
-        "full": torch.ones(2, 6, 6, 6, dtype=torch.long),
-        "mixed": torch.randint(0, 3, (2, 6, 6, 6)),
-    }[fill]
+    labels = label_fill(fill)
     phi = signed_distance(labels, (2.0, 1.0, 1.0), [1, 2])
     logits = (10 * torch.randn(2, 3, 6, 6, 6)).requires_grad_()
     for mask in (None, torch.rand(2, 1, 6, 6, 6) > 0.3):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from nnunet_sdm.distance import caliva_penalty
 from nnunet_sdm.losses.distance_penalty import DistancePenalisedCrossEntropy
+from tests.losses._fills import label_fill
 
 LN2 = math.log(2.0)
 
@@ -87,12 +88,7 @@ def test_with_calivas_penalty_map():
 
 @pytest.mark.parametrize("fill", ["absent", "full", "mixed"])
 def test_finite_values_and_gradients(fill):
-    torch.manual_seed(0)
-    labels = {
-        "absent": torch.zeros(2, 6, 6, 6, dtype=torch.long),
-        "full": torch.ones(2, 6, 6, 6, dtype=torch.long),
-        "mixed": torch.randint(0, 3, (2, 6, 6, 6)),
-    }[fill]
+    labels = label_fill(fill)
     phi = caliva_penalty(labels, (2.0, 1.0, 1.0), [1, 2])
     assert torch.isfinite(phi).all() and phi.min() >= 0 and phi.max() <= 1
     logits = (10 * torch.randn(2, 3, 6, 6, 6)).requires_grad_()

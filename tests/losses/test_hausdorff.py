@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nnunet_sdm.losses.hausdorff import HausdorffDTLoss, boundary_distance
+from tests.losses._fills import label_fill
 
 
 def row(values, dtype=torch.float32):
@@ -52,12 +53,7 @@ def test_boundary_distance_by_hand():
 
 @pytest.mark.parametrize("fill", ["absent", "full", "mixed"])
 def test_finite_values_and_gradients(fill):
-    torch.manual_seed(0)
-    labels = {
-        "absent": torch.zeros(2, 6, 6, 6, dtype=torch.long),
-        "full": torch.ones(2, 6, 6, 6, dtype=torch.long),
-        "mixed": torch.randint(0, 3, (2, 6, 6, 6)),
-    }[fill]
+    labels = label_fill(fill)
     onehot = torch.stack([labels == c for c in (1, 2)], 1)
     dq = boundary_distance(onehot, (2.0, 1.0, 1.0))
     logits = (10 * torch.randn(2, 3, 6, 6, 6)).requires_grad_()

@@ -28,7 +28,7 @@ import torch
 
 from nnunet_sdm.network import unwrap
 from nnunet_sdm.training.base import NonFiniteLossError
-from tests.conftest import nnunet_bin, predict_and_check, run
+from tests.conftest import nnunet_bin, predict_and_check, run, synthetic_batch
 from tests.robustness.test_trainer_start_up import TRAINERS
 
 PLANS = "nnUNetPlans_cpu_small"
@@ -37,22 +37,6 @@ MODEL = f"{TRAINER}__{PLANS}__3d_fullres"
 
 
 # ---- NaN in a batch: every trainer stops before the optimiser step ------------------------------------------
-def batch_for(trainer, poison: bool) -> dict:
-    patch = trainer.configuration_manager.patch_size
-    labels = torch.zeros(trainer.batch_size, 1, *patch)
-    labels[:, :, 2:-2, 8:20, 8:20] = 1
-    labels[:, :, 4:6, 25:40, 30:32] = 2
-    targets = [labels]
-    for scale in trainer._get_deep_supervision_scales()[1:]:
-        shape = [round(p * s) for p, s in zip(patch, scale)]
-        targets.append(torch.nn.functional.interpolate(labels, shape, mode="nearest-exact"))
-    data = torch.randn(trainer.batch_size, 1, *patch)
-    if poison:
-        data[0, 0, 3, 10, 10] = float("nan")  # one corrupt voxel
-    keys = [f"case_{i}" for i in range(trainer.batch_size)]
-    return {"data": data, "target": targets, "keys": keys}
-
-
 @pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_nan_in_a_batch_stops_every_trainer_before_the_optimiser_step(
     planned_synthetic, monkeypatch, tmp_path, name
@@ -67,13 +51,13 @@ def test_nan_in_a_batch_stops_every_trainer_before_the_optimiser_step(
     trainer.initialize()
     if getattr(trainer, "use_lrnet", False):  # skip the pre-training: the fault is in the M-Net's input
         trainer.lrnet_source = "test (random LR-Net)"
-    finite = trainer.train_step(batch_for(trainer, poison=False))  # control: a clean batch trains
+    finite = trainer.train_step(synthetic_batch(trainer))  # control: a clean batch trains
     assert all(np.isfinite(v).all() for v in finite.values())
     before = {k: v.clone() for k, v in unwrap(trainer.network).state_dict().items()}
     with pytest.raises(
         NonFiniteLossError, match=rf"^{name}: non-finite loss at epoch 0 .*case_0.*resume with --c"
     ):
-        trainer.train_step(batch_for(trainer, poison=True))
+        trainer.train_step(synthetic_batch(trainer, poison=True))
     after = unwrap(trainer.network).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "weights changed after a non-finite loss"
 

@@ -7,6 +7,7 @@ import torch
 
 from nnunet_sdm.network import unwrap
 from nnunet_sdm.training.base import NonFiniteLossError, UnsupportedSetupError
+from tests.conftest import synthetic_batch
 
 
 @pytest.fixture
@@ -25,18 +26,6 @@ def sdm_trainer(planned_synthetic, monkeypatch):
     )
     trainer.initialize()
     return trainer
-
-
-def synthetic_batch(trainer) -> dict:
-    patch = trainer.configuration_manager.patch_size
-    labels = torch.zeros(trainer.batch_size, 1, *patch)
-    labels[:, :, 2:-2, 8:20, 8:20] = 1
-    labels[:, :, 4:6, 25:40, 30:32] = 2
-    targets = [labels]
-    for scale in trainer._get_deep_supervision_scales()[1:]:
-        shape = [round(p * s) for p, s in zip(patch, scale)]
-        targets.append(torch.nn.functional.interpolate(labels, shape, mode="nearest-exact"))
-    return {"data": torch.randn(trainer.batch_size, 1, *patch), "target": targets, "keys": ["a", "b"]}
 
 
 def test_scale_targets_heaviside_gives_back_each_scales_labels(sdm_trainer):
