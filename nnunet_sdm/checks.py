@@ -100,10 +100,12 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
-def check_same_shape(what: str, a: Any, b: Any) -> None:
-    """Two arrays or tensors of the same shape."""
+def check_same_shape(what: str, a: Any, b: Any, channels_first: bool = False) -> None:
+    """Two arrays or tensors of the same shape; with ``channels_first`` also (B, C, *spatial)."""
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"{what}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if channels_first and a.ndim < 3:
+        raise ValueError(f"{what}: expected (B, C, *spatial), got shape {tuple(a.shape)}")
 
 
 # ---- rules: checks bound to their bounds, for declared settings -----------------------------------------

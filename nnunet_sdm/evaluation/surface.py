@@ -359,22 +359,17 @@ def compute_surface_distances(
     border_gt = (codes_gt != 0) & (codes_gt != full)
     border_pred = (codes_pred != 0) & (codes_pred != full)
     points_gt, points_pred = np.argwhere(border_gt), np.argwhere(border_pred)
+    # k-d trees keyed by the source surface, as ``_exact_near`` uses them: "gt" -> tree over the pred points
     trees = {}
-    if points_pred.shape[0]:
-        # keyed by the source surface, as ``_exact_near`` uses them: "gt" -> tree over the pred points
-        trees["gt"] = _kdtree(points_pred, s)
-        distances_gt_to_pred = _distances_to(
-            points_gt, border_pred[border_gt], points_pred, trees["gt"], s, threads
-        )
-    else:
-        distances_gt_to_pred = np.full(points_gt.shape[0], np.inf)
-    if points_gt.shape[0]:
-        trees["pred"] = _kdtree(points_gt, s)
-        distances_pred_to_gt = _distances_to(
-            points_pred, border_gt[border_pred], points_gt, trees["pred"], s, threads
-        )
-    else:
-        distances_pred_to_gt = np.full(points_pred.shape[0], np.inf)
+
+    def directed(source: str, points_src, points_dst, dst_border_at_src) -> np.ndarray:
+        if not points_dst.shape[0]:
+            return np.full(points_src.shape[0], np.inf)
+        trees[source] = _kdtree(points_dst, s)
+        return _distances_to(points_src, dst_border_at_src, points_dst, trees[source], s, threads)
+
+    distances_gt_to_pred = directed("gt", points_gt, points_pred, border_pred[border_gt])
+    distances_pred_to_gt = directed("pred", points_pred, points_gt, border_gt[border_pred])
     return SurfaceDistances(
         distances_gt_to_pred=distances_gt_to_pred,
         distances_pred_to_gt=distances_pred_to_gt,

@@ -60,11 +60,7 @@ class MapDiceLoss(SoftDiceLoss):
     def forward(
         self, probabilities: torch.Tensor, distance_map: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        check_same_shape("MapDiceLoss(probabilities, distance_map)", probabilities, distance_map)
-        if probabilities.ndim < 3:
-            raise ValueError(
-                f"MapDiceLoss: expected (B, C, *spatial), got shape {tuple(probabilities.shape)}"
-            )
+        check_same_shape("MapDiceLoss(probabilities, distance_map)", probabilities, distance_map, True)
         product, sum_p, sum_phi = overlap_sums(probabilities, distance_map, mask, self.batch_dice, self.ddp)
         score = (2 * product + self.smooth) / (sum_p + sum_phi + self.smooth)  # (B, C) or (C,)
         per_sample = 1 - score.sum(-1)
@@ -85,11 +81,7 @@ class SmoothL1MapLoss(nn.Module):
     def forward(
         self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        check_same_shape("SmoothL1MapLoss(prediction, target)", prediction, target)
-        if prediction.ndim < 3:
-            raise ValueError(
-                f"SmoothL1MapLoss: expected (B, C, *spatial), got shape {tuple(prediction.shape)}"
-            )
+        check_same_shape("SmoothL1MapLoss(prediction, target)", prediction, target, True)
         per_voxel = F.smooth_l1_loss(prediction.float(), target.float(), reduction="none", beta=self.beta)
         axes = (0, *range(2, per_voxel.ndim))
         if mask is None:
