@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[sub] = str(args.work / sub)
     os.environ.setdefault("nnUNet_compile", "f")
+    from nnunet_sdm.dataset_json import foreground_labels
     from nnunet_sdm.workflow import register_trainers
 
     register_trainers()
@@ -183,11 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = preprocessed / config["data_identifier"]
     patch = [int(p) for p in config["patch_size"]]
     images, labels, keys = load_patches(folder, patch, args.cases)
-    classes = sorted(
-        int(v)
-        for k, v in json.loads((preprocessed / "dataset.json").read_text())["labels"].items()
-        if int(v) > 0
-    )
+    classes = list(foreground_labels(preprocessed / "dataset.json"))
     report = {
         "dataset": name,
         "plans": args.plans,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from nnunet_sdm.dataset_json import foreground_labels
 from nnunet_sdm.evaluation import SUMMARY_NAME
 from nnunet_sdm.runner import Budget
 from nnunet_sdm.workflow import nnunet_environment, plan_and_preprocess, predict_command, run_logged
@@ -80,6 +81,7 @@ def run_demo(
     _step("1/5 synthetic dataset")
     info = make_synthetic_dataset(Path(env["nnUNet_raw"]), dataset_id=DEMO_DATASET_ID)
     raw = Path(info["folder"])
+    names = foreground_labels(raw / "dataset.json")
     print(f"    {raw}")
 
     _step("2/5 nnUNetv2_plan_and_preprocess, then the cpu_small plans override")
@@ -106,13 +108,18 @@ def run_demo(
             announce=_note,
         )
         summary = evaluate_folders(
-            raw / "labelsTs", prediction, labels=[1, 2], tolerances=(1.0, 2.0), num_workers=2, progress=False
+            raw / "labelsTs",
+            prediction,
+            labels=list(names),
+            tolerances=(1.0, 2.0),
+            num_workers=2,
+            progress=False,
         )
         write_summary(summary, prediction / SUMMARY_NAME)
         results[trainer] = summary
 
     _step("5/5 results on the held-out synthetic cases (mean over cases; HD95 and ASSD in mm)")
-    print(format_table(results, {1: "organ", 2: "vessel"}))
+    print(format_table(results, names))
     print("\nwhere everything is:")
     print(f"  raw data:       {raw}")
     print(f"  preprocessed:   {preprocessed} (plans {DEMO_PLANS})")

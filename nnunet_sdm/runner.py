@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from nnunet_sdm.checks import check_integer
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -24,9 +26,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"budget {name} must be an integer >= 1, got {value!r}")
+            check_integer(f"budget {name}", getattr(self, name))
 
 
 def default_device() -> torch.device:

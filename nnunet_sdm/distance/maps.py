@@ -8,13 +8,13 @@ component ids come back; distances and per-component maxima are computed on the 
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import cc3d
 import numpy as np
 import torch
+
+from nnunet_sdm.checks import check_positive
 
 from ._common import (
     ArrayLike,
@@ -161,13 +161,7 @@ def ni_dm(
         raise ValueError(f"connectivity must be one of {_CONNECTIVITIES[nd]} for {nd}D, got {connectivity!r}")
     if offset is None:
         offset = min(spacing_t)
-    if (
-        isinstance(offset, bool)
-        or not isinstance(offset, numbers.Real)
-        or not math.isfinite(offset)
-        or offset <= 0
-    ):
-        raise ValueError(f"offset must be a finite number of mm > 0, got {offset!r}")
+    check_positive("offset (mm)", offset)
     if _uses_torch(labels, backend):
         lab_t = _batched_tensor(labels, batched)
         return _like_input(_ni_dm_torch(lab_t, spacing_t, classes_t, connectivity, offset), labels, batched)

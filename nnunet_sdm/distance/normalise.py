@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
+
+from nnunet_sdm.checks import check_positive
 
 from ._common import ArrayLike, as_tensor, batched_flag, check_array, check_spatial_shape
 
@@ -78,7 +79,6 @@ def truncate(sdm: ArrayLike, tau: float) -> ArrayLike:
     """
     check_array(sdm, "sdm")
     _check_float(sdm, "sdm")
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(tau) or tau <= 0:
-        raise ValueError(f"tau must be a finite number of mm > 0, got {tau!r}")
+    check_positive("tau (mm)", tau)
     t, back = as_tensor(sdm)
     return back(torch.clamp(t / float(tau), -1.0, 1.0))

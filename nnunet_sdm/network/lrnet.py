@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nnunet_sdm.checks import check_integer
+
 _NORMS = {nn.Conv2d: nn.InstanceNorm2d, nn.Conv3d: nn.InstanceNorm3d}
 _TRANSPOSED = {nn.Conv2d: nn.ConvTranspose2d, nn.Conv3d: nn.ConvTranspose3d}
 
@@ -57,8 +59,7 @@ class LRNet(nn.Module):
             ("out_channels", out_channels),
             ("features", features),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"LRNet: {name} must be an int >= 1, got {value!r}")
+            check_integer(f"LRNet: {name}", value)
         self.conv_op = conv_op
         self.spatial_dims = 3 if conv_op is nn.Conv3d else 2
         self.in_channels = in_channels

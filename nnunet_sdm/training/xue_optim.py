@@ -19,7 +19,15 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import _LRScheduler
 
-from nnunet_sdm.checks import integer, non_negative, number, positive
+from nnunet_sdm.checks import (
+    check_integer,
+    check_number,
+    check_positive,
+    integer,
+    non_negative,
+    number,
+    positive,
+)
 from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
 
 XUE_ADAM_LR = 5e-4
@@ -41,12 +49,9 @@ class StepDecayLRScheduler(_LRScheduler):
         gamma: float = XUE_LR_GAMMA,
         current_step: int | None = None,
     ) -> None:
-        if not initial_lr > 0:
-            raise ValueError(f"initial_lr must be > 0, got {initial_lr}")
-        if not isinstance(step_epochs, int) or step_epochs < 1:
-            raise ValueError(f"step_epochs must be an integer >= 1, got {step_epochs!r}")
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        check_positive("initial_lr", initial_lr)
+        check_integer("step_epochs", step_epochs)
+        check_number("gamma", gamma, minimum=0.0, maximum=1.0, above=True)
         self.optimizer = optimizer
         self.initial_lr = initial_lr
         self.step_epochs = step_epochs

@@ -83,7 +83,7 @@ def test_ni_dm_2d_and_argument_checks():
     assert ni_dm(labels, (1.0, 1.0), [1], connectivity=4).shape == (1, 5, 6)
     with pytest.raises(ValueError, match="connectivity must be one of"):
         ni_dm(labels, (1.0, 1.0), [1], connectivity=26)
-    with pytest.raises(ValueError, match="offset must be a finite number"):
+    with pytest.raises(ValueError, match=r"offset \(mm\) must be a finite number > 0"):
         ni_dm(labels, (1.0, 1.0), [1], offset=0.0)
     with pytest.raises(ValueError, match="labels must have an integer or bool dtype"):
         ni_dm(labels.astype(np.float32), (1.0, 1.0), [1])

@@ -92,5 +92,5 @@ def test_truncate_values_and_sign(sdm_and_labels):
 
 @pytest.mark.parametrize("tau", [0, -1.0, float("inf"), float("nan"), "3", True])
 def test_truncate_rejects_bad_tau(tau):
-    with pytest.raises(ValueError, match="tau must be a finite number of mm > 0"):
+    with pytest.raises(ValueError, match=r"tau \(mm\) must be a finite number > 0"):
         truncate(np.zeros((1, 3, 4), dtype=np.float32), tau)
