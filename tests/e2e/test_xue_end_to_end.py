@@ -67,38 +67,19 @@ def test_checkpoint_loads_strictly_in_the_stock_predictor(trained_sdm, monkeypat
 
 def test_find_best_configuration_and_export(trained_sdm, tmp_path):
     env = trained_sdm["env"]
-    run(
-        [
-            nnunet_bin("nnUNetv2_find_best_configuration"),
-            "990",
-            "-c",
-            "3d_fullres",
-            "-tr",
-            trained_sdm["trainer"],
-            "-f",
-            "0",
-        ],
-        env,
-    )
+    model = [
+        "-c",
+        "3d_fullres",
+        "-tr",
+        trained_sdm["trainer"],
+        "-f",
+        "0",
+    ]  # the trained model, for both commands
+    run([nnunet_bin("nnUNetv2_find_best_configuration"), "990", *model], env)
     inference_info = trained_sdm["results"] / "inference_information.json"
     assert trained_sdm["trainer"] in json.dumps(json.loads(inference_info.read_text()))
     archive = tmp_path / "model.zip"
-    run(
-        [
-            nnunet_bin("nnUNetv2_export_model_to_zip"),
-            "-d",
-            "990",
-            "-o",
-            str(archive),
-            "-c",
-            "3d_fullres",
-            "-tr",
-            trained_sdm["trainer"],
-            "-f",
-            "0",
-        ],
-        env,
-    )
+    run([nnunet_bin("nnUNetv2_export_model_to_zip"), "-d", "990", "-o", str(archive), *model], env)
     assert archive.stat().st_size > 0
 
 
