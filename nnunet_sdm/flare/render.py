@@ -14,7 +14,7 @@ _PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
 
 def template_text(name: str) -> str:
     """The text of ``templates/<name>``."""
-    return resources.files("nnunet_sdm.flare").joinpath("templates", name).read_text()
+    return (resources.files("nnunet_sdm.flare") / "templates" / name).read_text()
 
 
 def render(name: str, **values: object) -> str:
