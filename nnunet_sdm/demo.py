@@ -115,7 +115,8 @@ def run_demo(
             num_workers=2,
             progress=False,
         )
-        write_summary(summary, prediction / SUMMARY_NAME)
+        summary_file = prediction / SUMMARY_NAME
+        write_summary(summary, summary_file, summary_file.with_suffix(".csv"))
         results[trainer] = summary
 
     _step("5/5 results on the held-out synthetic cases (mean over cases; HD95 and ASSD in mm)")
