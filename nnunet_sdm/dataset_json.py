@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["RegionLabelsError", "find_dataset_json", "foreground_labels", "read_dataset_json"]
+__all__ = [
+    "RegionLabelsError",
+    "dataset_json_candidates",
+    "find_dataset_json",
+    "foreground_labels",
+    "read_dataset_json",
+]
 
 
 class RegionLabelsError(ValueError):
@@ -51,10 +57,13 @@ def foreground_labels(source: dict | str | Path) -> dict[int, str]:
     return dict(sorted(labels.items()))
 
 
-def find_dataset_json(folder: str | Path) -> Path | None:
-    """``dataset.json`` in ``folder`` or its parent (``labelsTs`` sits beside it in a raw dataset), or None."""
+def dataset_json_candidates(folder: str | Path) -> list[Path]:
+    """Where a label folder's ``dataset.json`` may be: in it, or in its parent (``labelsTs`` sits beside
+    ``dataset.json`` in a raw dataset)."""
     folder = Path(folder)
-    for candidate in (folder / "dataset.json", folder.resolve().parent / "dataset.json"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return [folder / "dataset.json", folder.resolve().parent / "dataset.json"]
+
+
+def find_dataset_json(folder: str | Path) -> Path | None:
+    """The first of :func:`dataset_json_candidates` that exists, or None."""
+    return next((c for c in dataset_json_candidates(folder) if c.is_file()), None)

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from nnunet_sdm.dataset_json import find_dataset_json, foreground_labels
+from nnunet_sdm.dataset_json import dataset_json_candidates, find_dataset_json, foreground_labels
 from nnunet_sdm.evaluation.challenge import challenge_metrics, get_scoring
 from nnunet_sdm.evaluation.surface import image_diagonal_mm, nsd_key, surface_metrics
 
@@ -93,9 +93,9 @@ def labels_from_dataset_json(
             raise ValueError("give dataset_json or gt_dir (or explicit labels)")
         dataset_json = find_dataset_json(gt_dir)
         if dataset_json is None:
-            candidates = [Path(gt_dir) / "dataset.json", Path(gt_dir).resolve().parent / "dataset.json"]
+            candidates = [str(c) for c in dataset_json_candidates(gt_dir)]
             raise FileNotFoundError(
-                f"no dataset.json found at {[str(c) for c in candidates]}: pass the labels or the dataset.json path"
+                f"no dataset.json found at {candidates}: pass the labels or the dataset.json path"
             )
     return normalise_labels(foreground_labels(dataset_json))
 
@@ -129,9 +129,9 @@ def resolve_labels(
     (given, or found beside ``gt_dir``), else the values in the reference masks."""
     if labels:
         return normalise_labels(labels), "--labels"
-    if dataset_json is not None or find_dataset_json(gt_dir) is not None:
-        found = dataset_json or find_dataset_json(gt_dir)
-        return labels_from_dataset_json(found), f"{found}"
+    found = dataset_json or find_dataset_json(gt_dir)
+    if found is not None:
+        return labels_from_dataset_json(found), str(found)
     return labels_from_masks(
         gt_dir, file_ending
     ), f"the reference masks in {gt_dir} (no --labels, no dataset.json)"
