@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnunet_sdm.evaluation.surface import surface_metrics
+from nnunet_sdm.evaluation.surface import nsd_key, surface_metrics
 
 __all__ = ["CHALLENGE_SCORINGS", "ChallengeScoring", "challenge_metrics", "get_scoring"]
 
@@ -87,27 +87,29 @@ def _labelled_slab(mask_gt: np.ndarray) -> slice:
 def challenge_metrics(
     gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...], label: int, scoring: ChallengeScoring
 ) -> dict[str, float]:
-    """DSC and NSD of one label by the challenge's rules (``Dice``, ``NSD``, ``NSD_tolerance_mm``)."""
+    """DSC and NSD of one label by the challenge's rules (``Dice``, ``NSD``, ``NSD_tolerance_mm``), and the
+    label's voxel counts in the whole reference and prediction (``n_ref``, ``n_pred``)."""
     if label not in scoring.organs:
         raise ValueError(
             f"{scoring.name} scores labels {scoring.labels}; label {label} is not one of its organs"
         )
     tolerance = scoring.organs[label][1]
     mask_gt, mask_pred = gt == label, pred == label
-    n_gt, n_pred = int(np.count_nonzero(mask_gt)), int(np.count_nonzero(mask_pred))
-    if n_gt == 0 or n_pred == 0:
-        value = 1.0 if n_gt == n_pred else 0.0
-        return {"Dice": value, "NSD": value, "NSD_tolerance_mm": tolerance}
+    counts = {"n_ref": int(np.count_nonzero(mask_gt)), "n_pred": int(np.count_nonzero(mask_pred))}
+    if counts["n_ref"] == 0 or counts["n_pred"] == 0:
+        value = 1.0 if counts["n_ref"] == counts["n_pred"] else 0.0
+        return {"Dice": value, "NSD": value, "NSD_tolerance_mm": tolerance, **counts}
     if label in scoring.labelled_slices_only:
         slab = _labelled_slab(mask_gt)
         mask_gt, mask_pred = mask_gt[slab], mask_pred[slab]
     values = surface_metrics(mask_gt, mask_pred, spacing, tolerances=(tolerance,))
     dice = values["Dice"]
-    nsd = next(v for k, v in values.items() if k.startswith("NSD"))
+    nsd = values[nsd_key(tolerance)]
     if scoring.nsd_zero_below_dice is not None and dice < scoring.nsd_zero_below_dice:
         nsd = 0.0
     return {
         "Dice": round(float(dice), scoring.decimals),
         "NSD": round(float(nsd), scoring.decimals),
         "NSD_tolerance_mm": tolerance,
+        **counts,
     }

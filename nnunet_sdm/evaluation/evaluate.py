@@ -228,10 +228,6 @@ def evaluate_case(
     if scoring is not None:
         rules = get_scoring(scoring)
         metrics = {str(label): challenge_metrics(gt, pred, spacing, label, rules) for label in labels}
-        for label in labels:
-            metrics[str(label)].update(
-                n_ref=int(np.count_nonzero(gt == label)), n_pred=int(np.count_nonzero(pred == label))
-            )
         return {"reference_file": str(gt_path), "prediction_file": prediction_file, "metrics": metrics}
     gt_boxes, pred_boxes = _bounding_boxes(gt, labels), _bounding_boxes(pred, labels)
     diagonal = image_diagonal_mm(gt.shape, spacing)

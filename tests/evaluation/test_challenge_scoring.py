@@ -73,6 +73,8 @@ def test_empty_masks_follow_the_challenge():
         "Dice": 1.0,
         "NSD": 1.0,
         "NSD_tolerance_mm": 5.0,
+        "n_ref": 0,
+        "n_pred": 0,
     }
     assert challenge_metrics(empty, organ, SPACING, 1, rules)["NSD"] == 0.0
     assert challenge_metrics(organ, empty, SPACING, 1, rules)["Dice"] == 0.0
