@@ -6,6 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+#: --scoring of evaluate and flare run: nnunet_sdm.evaluation.challenge.CHALLENGE_SCORINGS (tested), written
+#: here so that building the parser imports no evaluation code
+SCORINGS = ("flare22", "flare23", "flare24")
+
 
 def _cmd_trainers_path(args: argparse.Namespace) -> int:
     from nnunet_sdm import trainers_path
@@ -271,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=2, help="worker processes")
     p.add_argument(
         "--scoring",
-        choices=("flare22", "flare23", "flare24"),  # evaluation.challenge.CHALLENGE_SCORINGS (tested)
+        choices=SCORINGS,
         default=None,
         help="a FLARE challenge's DSC/NSD rules instead of HD95, ASSD and NSD at --tolerance",
     )
@@ -400,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm (FLARE21: 1)")
     p.add_argument(
         "--scoring",
-        choices=("flare22", "flare23", "flare24"),
+        choices=SCORINGS,
         default=None,
         help="with --gt: that challenge's DSC/NSD rules (per-organ tolerances) instead of --tolerance",
     )

@@ -90,12 +90,11 @@ def test_labels_outside_the_challenge_are_refused_and_flare23_has_the_tumour():
 
 
 def test_cli_scoring_choices_are_the_librarys():
-    evaluate = next(
-        a
-        for a in build_parser()._subparsers._group_actions[0].choices["evaluate"]._actions
-        if a.dest == "scoring"
-    )
-    assert tuple(evaluate.choices) == tuple(CHALLENGE_SCORINGS)
+    commands = build_parser()._subparsers._group_actions[0].choices
+    flare = commands["flare"]._subparsers._group_actions[0].choices
+    for parser in (commands["evaluate"], flare["run"]):
+        scoring = next(a for a in parser._actions if a.dest == "scoring")
+        assert tuple(scoring.choices) == tuple(CHALLENGE_SCORINGS)
 
 
 @pytest.fixture
