@@ -8,11 +8,12 @@ array's diagonal in mm); never inf or NaN.
 
 from .maps import caliva_penalty, ni_dm
 from .normalise import normalise_xue, truncate
-from .signed import signed_distance, signed_distance_masks
+from .signed import signed_distance, signed_distance_masks, truncated_signed_distance
 
 __all__ = [
     "signed_distance",
     "signed_distance_masks",
+    "truncated_signed_distance",
     "normalise_xue",
     "truncate",
     "ni_dm",

@@ -17,7 +17,7 @@ a class filling it is ``-D`` everywhere, with ``D = sqrt(sum((shape_i * spacing_
 diagonal in mm -- finite and larger than any distance between two voxel centres.  Never inf or NaN.
 
 Backends: ``"edt"`` (CPU, the ``edt`` package, single-threaded), ``"torch"`` (exact separable EDT in
-torch on the tensor's own device) and ``"auto"`` (numpy or CPU tensor -> ``"edt"``, tensor on another
+torch on the tensor's own device, without host syncs; banded for truncated maps) and ``"auto"`` (numpy or CPU tensor -> ``"edt"``, tensor on another
 device -> ``"torch"``).  The output has the input's container type and device.
 """
 
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from nnunet_sdm.checks import check_integer
+from nnunet_sdm.checks import check_integer, check_positive
 
 from ._common import (
     ArrayLike,
@@ -44,7 +44,7 @@ from ._common import (
 from ._edt_cpu import signed_edt_numpy
 from ._edt_torch import DEFAULT_CHUNK_CPU, DEFAULT_CHUNK_DEVICE, signed_edt_torch
 
-__all__ = ["signed_distance", "signed_distance_masks"]
+__all__ = ["signed_distance", "signed_distance_masks", "truncated_signed_distance"]
 
 
 def signed_distance(
@@ -64,38 +64,62 @@ def signed_distance(
         classes: distinct label values; channel ``k`` of the result is the SDM of ``labels == classes[k]``.
             Label values not listed simply count as "not in the class".
         backend: ``"auto"``, ``"edt"`` or ``"torch"`` (see the module docstring).
-        max_chunk_elements: torch backend only: the largest number of float32 entries of one min-plus
-            candidate tensor; peak extra memory is about ``15 * numel(masks) + 8 * max_chunk_elements``
-            bytes, ``masks`` being the ``(B, K, *spatial)`` class masks (see ``_edt_torch``).  Default
-            2**20 on CPU (cache-sized, fastest there), 2**24 on other devices (fewer kernel launches).
+        max_chunk_elements: torch backend only: the largest number of
+            voxels processed at once (whole masks; the temporaries are about five float32 volumes of
+            them, see ``_edt_torch``).  Default 2**22 on CPU, 2**27 on other devices (fewer kernels).
 
     Returns:
         float32, shape ``(len(classes), *spatial)`` or ``(B, len(classes), *spatial)``, same container
         (numpy / torch) and device as ``labels``.  Negative inside, positive outside (module docstring);
         ``+D`` for an absent class, ``-D`` for a class filling the array.
     """
-    check_array(labels, "labels")
-    spacing_t = check_spacing(spacing)
-    classes_t = check_classes(classes)
-    check_backend(backend)
-    _check_chunk(max_chunk_elements)
-    if not is_integer_or_bool(labels):
-        raise ValueError(
-            f"labels must have an integer or bool dtype (a label map), got {labels.dtype}; "
-            "convert it first, e.g. labels.long() or labels.astype(np.int16)"
-        )
-    batched = batched_flag(labels, "labels", len(spacing_t), "(*spatial)", f"a {len(spacing_t)}-D spacing")
+    labels, spacing_t, classes_t, batched = _checked_labels(
+        labels, spacing, classes, backend, max_chunk_elements
+    )
     lab = labels if batched else labels[None]
-    spatial = tuple(lab.shape[1:])
-    check_spatial_shape(spatial, "labels")
-    view = (1, len(classes_t)) + (1,) * len(spatial)
-    if isinstance(lab, torch.Tensor):
-        values = torch.tensor(classes_t, dtype=torch.int64, device=lab.device).view(view)
-        masks = lab.unsqueeze(1) == values
-    else:
-        masks = lab[:, None] == np.asarray(classes_t, dtype=np.int64).reshape(view)
-    out = _signed_from_masks(masks, spacing_t, backend, max_chunk_elements)
+    out = _signed_from_masks(_class_masks(lab, classes_t), spacing_t, backend, max_chunk_elements)
     return out if batched else out[0]
+
+
+def truncated_signed_distance(
+    labels: ArrayLike,
+    spacing: Sequence[float],
+    classes: Sequence[int],
+    tau: float,
+    *,
+    backend: str = "auto",
+    max_chunk_elements: int | None = None,
+) -> ArrayLike:
+    """The truncated SDM ``clamp(signed_distance(...) / tau, -1, 1)`` of each class, computed in a band.
+
+    Same arguments, shapes and conventions as ``signed_distance``, plus ``tau`` (mm, > 0). The torch
+    backend searches only ``floor(tau / spacing)`` voxels per axis (``_edt_torch``: exact after the
+    clamp, linear in the patch, no host sync); the ``edt`` backend computes the full map and clamps it.
+    An absent class is +1 everywhere, a class filling the array -1.
+
+    Returns:
+        float32 in [-1, 1], shape ``(len(classes), *spatial)`` or ``(B, len(classes), *spatial)``, same
+        container and device as ``labels``.
+    """
+    tau = check_positive("tau (mm)", tau)
+    labels, spacing_t, classes_t, batched = _checked_labels(
+        labels, spacing, classes, backend, max_chunk_elements
+    )
+    lab = labels if batched else labels[None]
+    masks = _class_masks(lab, classes_t)
+    out = _signed_from_masks(masks, spacing_t, backend, max_chunk_elements, band_mm=tau)
+    out = out / tau if isinstance(out, torch.Tensor) else out / np.float32(tau)
+    out = out.clamp_(-1.0, 1.0) if isinstance(out, torch.Tensor) else np.clip(out, -1.0, 1.0, out=out)
+    return out if batched else out[0]
+
+
+def _class_masks(lab: ArrayLike, classes: tuple[int, ...]) -> ArrayLike:
+    """``(B, *spatial)`` labels -> ``(B, K, *spatial)`` bool masks; for tensors one comparison per class
+    with a Python scalar, so no class tensor is copied to the device (a host sync from pageable memory)."""
+    if isinstance(lab, torch.Tensor):
+        return torch.stack([lab == c for c in classes], dim=1)
+    view = (1, len(classes)) + (1,) * (lab.ndim - 1)
+    return lab[:, None] == np.asarray(classes, dtype=np.int64).reshape(view)
 
 
 def signed_distance_masks(
@@ -138,10 +162,34 @@ def signed_distance_masks(
     return out if batched else out[0]
 
 
+def _checked_labels(labels, spacing, classes, backend, max_chunk_elements):
+    """The argument checks of ``signed_distance``; returns (labels, spacing, classes, batched)."""
+    check_array(labels, "labels")
+    spacing_t = check_spacing(spacing)
+    classes_t = check_classes(classes)
+    check_backend(backend)
+    _check_chunk(max_chunk_elements)
+    if not is_integer_or_bool(labels):
+        raise ValueError(
+            f"labels must have an integer or bool dtype (a label map), got {labels.dtype}; "
+            "convert it first, e.g. labels.long() or labels.astype(np.int16)"
+        )
+    batched = batched_flag(labels, "labels", len(spacing_t), "(*spatial)", f"a {len(spacing_t)}-D spacing")
+    check_spatial_shape(tuple(labels.shape[1:] if batched else labels.shape), "labels")
+    return labels, spacing_t, classes_t, batched
+
+
 def _signed_from_masks(
-    masks: ArrayLike, spacing: tuple[float, ...], backend: str, max_chunk_elements: int | None
+    masks: ArrayLike,
+    spacing: tuple[float, ...],
+    backend: str,
+    max_chunk_elements: int | None,
+    band_mm: float | None = None,
 ) -> ArrayLike:
-    """``(B, K, *spatial)`` bool masks -> clamped float32 SDMs of the same shape, container and device."""
+    """``(B, K, *spatial)`` bool masks -> clamped float32 SDMs of the same shape, container and device.
+
+    With ``band_mm`` only distances below it are exact (the torch path searches only that band), larger
+    ones are clamped to ``band_mm`` by the torch path; callers truncate at ``band_mm``."""
     shape = tuple(masks.shape)
     spatial = shape[2:]
     flat = masks.reshape((-1,) + spatial)
@@ -150,13 +198,13 @@ def _signed_from_masks(
         use_torch = backend == "torch" or (backend == "auto" and flat.device.type != "cpu")
         if use_torch:
             chunk = _chunk(max_chunk_elements, flat.device)
-            out = signed_edt_torch(flat, spacing, chunk).clamp_(-diag, diag)
+            out = signed_edt_torch(flat, spacing, chunk, band_mm).clamp_(-diag, diag)
         else:
             out_np = np.clip(signed_edt_numpy(flat.cpu().numpy(), spacing), -diag, diag)
             out = torch.from_numpy(out_np).to(flat.device)
     elif backend == "torch":
         chunk = _chunk(max_chunk_elements, torch.device("cpu"))
-        out = signed_edt_torch(torch.from_numpy(flat), spacing, chunk).clamp_(-diag, diag).numpy()
+        out = signed_edt_torch(torch.from_numpy(flat), spacing, chunk, band_mm).clamp_(-diag, diag).numpy()
     else:
         out = signed_edt_numpy(flat, spacing)
         np.clip(out, -diag, diag, out=out)
