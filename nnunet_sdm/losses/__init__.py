@@ -5,6 +5,7 @@ from nnunet_sdm.losses.deep_supervision import deep_supervision_weights, weighte
 from nnunet_sdm.losses.dice import SoftDiceLoss
 from nnunet_sdm.losses.heaviside import XUE_STEEPNESS, heaviside
 from nnunet_sdm.losses.regression import L1SDMLoss, L2SDMLoss, ProductSDMLoss
+from nnunet_sdm.losses.sdm_head import SDMHeadTermsLoss
 from nnunet_sdm.losses.shape_aware import XUE_LAMBDA, ShapeAwareSDMLoss
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "L1SDMLoss",
     "L2SDMLoss",
     "ProductSDMLoss",
+    "SDMHeadTermsLoss",
     "ShapeAwareSDMLoss",
     "SoftDiceLoss",
     "deep_supervision_weights",

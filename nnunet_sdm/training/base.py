@@ -35,8 +35,8 @@ from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
 from torch import autocast, nn
 from torch import distributed as dist
 
-from nnunet_sdm.checks import Rule
-from nnunet_sdm.distance import normalise_xue, signed_distance
+from nnunet_sdm.checks import Rule, optional, positive
+from nnunet_sdm.distance import normalise_xue, signed_distance, truncated_signed_distance
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
 from nnunet_sdm.plots import loss_terms_plot
@@ -135,9 +135,14 @@ class ScaleTarget:
     """Targets of one deep-supervision scale, all on the training device."""
 
     labels: torch.Tensor  # (B, *spatial) int64 label map
-    onehot: torch.Tensor  # (B, K, *spatial) float, one channel per foreground label
+    classes: tuple[int, ...]  # the foreground labels, one channel each in ``onehot`` and ``distance``
     spacing: tuple[float, ...]  # mm per voxel at this scale
     distance: torch.Tensor | None = None  # (B, K or 1, *spatial) the method's distance target, if any
+
+    @cached_property
+    def onehot(self) -> torch.Tensor:
+        """(B, K, *spatial) float, one channel per foreground label; made only for losses that use it."""
+        return torch.stack([self.labels == c for c in self.classes], dim=1).float()
 
 
 class nnUNetTrainerDistanceBase(nnUNetTrainer):
@@ -149,11 +154,14 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     has_sdm_head: bool = True
     #: the loss needs a distance target (``distance_target``) at every scale
     uses_distance_targets: bool = True
+    #: SDM targets truncated at this many mm, ``clamp(sdm / tau, -1, 1)`` (None: the full map, normalised
+    #: by ``normalise_sdm``)
+    truncation_mm: float | None = None
     #: trainer attributes that environment variables may set (budgets for smoke tests and CPU runs)
     budget_environment: dict[str, str] = BUDGET_ENV
     #: the trainer's settings (class attributes) and the rule each must pass (:mod:`nnunet_sdm.checks`),
     #: checked at start-up; a subclass declares only its own, the base collects them along the MRO
-    setting_rules: ClassVar[dict[str, Rule]] = {}
+    setting_rules: ClassVar[dict[str, Rule]] = {"truncation_mm": optional(positive)}
 
     def __init__(
         self,
@@ -302,14 +310,19 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         return tuple(float(s) * f / d for s, f, d in zip(spacing, full_shape, scale_shape))
 
     def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-        """Normalisation of the SDM target; Xue et al.: per sample and class to [-1, 1]."""
+        """Normalisation of the full SDM target; Xue et al.: per sample and class to [-1, 1]."""
         return normalise_xue(sdm_mm, spatial_dims=spatial_dims)
 
     def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
         """The method's distance map of one scale's labels (B, *spatial) -> (B, K or 1, *spatial).
 
-        Default: the exact SDM in mm per foreground class, normalised by ``normalise_sdm``.
+        Default: per foreground class, the SDM truncated at ``truncation_mm`` (``clamp(sdm / tau, -1, 1)``,
+        computed in its band only, stored in float16: values in [-1, 1] to 2.5e-4) if that is set, else
+        the exact SDM in mm normalised by ``normalise_sdm``.
         """
+        if self.truncation_mm is not None:
+            target = truncated_signed_distance(labels, spacing, self.foreground_labels, self.truncation_mm)
+            return target.to(torch.float16)
         return self.normalise_sdm(signed_distance(labels, spacing, self.foreground_labels), len(spacing))
 
     def needs_distance_target(self, full_resolution: bool) -> bool:
@@ -319,13 +332,19 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     def make_scale_target(self, target: torch.Tensor, full_shape) -> ScaleTarget:
         labels = target[:, 0].long()
         spacing = self.scale_spacing(full_shape, labels.shape[1:])
-        onehot = torch.stack([labels == c for c in self.foreground_labels], dim=1).float()
         distance = None
-        if target.shape[1] > 1:  # made in the data-loader workers (SDMTargetTransform)
-            distance = target[:, 1:].float()
-        elif self.needs_distance_target(tuple(labels.shape[1:]) == tuple(full_shape)):
-            distance = self.distance_target(labels, spacing)
-        return ScaleTarget(labels=labels, onehot=onehot, spacing=spacing, distance=distance)
+        with torch.no_grad():
+            if target.shape[1] > 1:  # made in the data-loader workers (SDMTargetTransform)
+                distance = target[:, 1:].float()
+            elif self.needs_distance_target(tuple(labels.shape[1:]) == tuple(full_shape)):
+                distance = self.distance_target(labels, spacing)
+        return ScaleTarget(labels, tuple(self.foreground_labels), spacing, distance)
+
+    def make_scale_targets(self, targets: list[torch.Tensor]) -> dict[int, ScaleTarget]:
+        """The targets of every deep-supervision scale that has a weight, keyed by scale."""
+        full_shape = targets[0].shape[2:]
+        weights = self.deep_supervision_weights[: len(targets)]
+        return {i: self.make_scale_target(targets[i], full_shape) for i, w in enumerate(weights) if w != 0}
 
     # ---- steps -------------------------------------------------------------------------------
     def _autocast(self):
@@ -339,19 +358,20 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         return data, [t.to(self.device, non_blocking=True) for t in targets]
 
     def forward_and_loss(self, data: torch.Tensor, targets: list[torch.Tensor]):
-        """Network outputs and loss terms; targets are made only for scales that have a weight."""
+        """Network outputs and loss terms; targets are made only for scales that have a weight.
+
+        The targets are made BEFORE the forward pass: the distance transforms' temporaries then come
+        and go while the network's activations do not exist yet, instead of adding to their peak.
+        """
+        scale_targets = self.make_scale_targets(targets)
         with sdm_outputs(self.network):
             outputs = self.network(data)
         if not isinstance(outputs, list):
             outputs = [outputs]
-        full_shape = targets[0].shape[2:]
-        scale_targets: dict[int, ScaleTarget] = {}
-
-        def per_scale(i: int) -> dict[str, torch.Tensor]:
-            scale_targets[i] = self.make_scale_target(targets[i], full_shape)
-            return self.scale_loss(outputs[i], scale_targets[i])
-
-        terms = weighted_terms(per_scale, self.deep_supervision_weights[: len(outputs)])
+        terms = weighted_terms(
+            lambda i: self.scale_loss(outputs[i], scale_targets[i]),
+            self.deep_supervision_weights[: len(outputs)],
+        )
         return outputs, scale_targets, terms
 
     def train_step(self, batch: dict) -> dict:

@@ -52,8 +52,7 @@ import torch
 from torch import nn
 
 from nnunet_sdm.checks import non_negative, number, positive
-from nnunet_sdm.distance import truncate
-from nnunet_sdm.losses import HeavisideConsistencyLoss, L2SDMLoss, ProductSDMLoss
+from nnunet_sdm.losses import SDMHeadTermsLoss
 from nnunet_sdm.network import SDMOutput, set_sdm_trunk_gradient_scale
 from nnunet_sdm.training.base import ScaleTarget, nnunet_dice_ce_loss, nnUNetTrainerDistanceBase
 
@@ -68,8 +67,8 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
     has_sdm_head = True
     uses_distance_targets = True
 
-    #: SDM target clamp(sdm / truncation_mm, -1, 1)
-    truncation_mm: float = 5.0
+    #: SDM target clamp(sdm / truncation_mm, -1, 1), computed in that band only (the base's targets)
+    truncation_mm = 5.0
     #: weight of the SDM regression terms (L2 and product); the SDM rows always learn at this weight
     sdm_weight: float = 0.1
     #: weight of the Heaviside consistency between the heads once ramped in
@@ -81,25 +80,16 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
     ramp_fraction: float = 0.1
 
     setting_rules = {
-        "truncation_mm": positive,
+        "truncation_mm": positive,  # never None here: the consistency's k is set from it
         "heaviside_voxels": positive,
         "sdm_weight": non_negative,
         "consistency_weight": non_negative,
         "ramp_fraction": number(minimum=0.0, maximum=1.0),
     }
 
-    def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-        return truncate(sdm_mm, self.truncation_mm)
-
     def build_scale_loss(self) -> nn.Module:
-        return nn.ModuleDict(
-            {
-                "dice_ce": nnunet_dice_ce_loss(self),
-                "l2": L2SDMLoss(),
-                "product": ProductSDMLoss(),
-                "consistency": HeavisideConsistencyLoss(),
-            }
-        )
+        # L2, product and consistency in one pass that keeps nothing extra for backward (memory budget)
+        return nn.ModuleDict({"dice_ce": nnunet_dice_ce_loss(self), "sdm_head": SDMHeadTermsLoss()})
 
     def distance_ramp(self) -> float:
         """w in [0, 1]: 0 at epoch 0, rising linearly to 1 at ``ramp_fraction * num_epochs``."""
@@ -128,13 +118,10 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
         terms = {
             "dice_ce": self.loss["dice_ce"](output.seg, target.labels[:, None]),
-            "l2": self.loss["l2"](output.sdm, target.distance),
-            "product": self.loss["product"](output.sdm, target.distance),
+            **self.loss["sdm_head"](
+                output.seg, output.sdm, target.distance, self.heaviside_k(target.spacing)
+            ),
         }
-        foreground = torch.softmax(output.seg.float(), dim=1)[:, 1:]
-        terms["consistency"] = self.loss["consistency"](
-            foreground, output.sdm, self.heaviside_k(target.spacing)
-        )
         weights = self.loss_term_weights()
         total = sum(weights[name] * value for name, value in terms.items())
         return {"loss": total, **terms}

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from nnunet_sdm.checks import non_negative, positive
-from nnunet_sdm.distance import truncate
 from nnunet_sdm.losses import XUE_LAMBDA, XUE_STEEPNESS, ShapeAwareSDMLoss
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.training.base import ScaleTarget, nnUNetTrainerDistanceBase
@@ -86,12 +85,7 @@ class nnUNetTrainerSDM_Xue2020L1(nnUNetTrainerSDM_Xue2020):
 class nnUNetTrainerSDM_Xue2020Truncated(nnUNetTrainerSDM_Xue2020):
     """SDM targets clamp(sdm / tau, -1, 1), tau in mm, instead of the per-patch normalisation."""
 
-    truncation_mm: float = 10.0
-
-    setting_rules = {"truncation_mm": positive}
-
-    def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-        return truncate(sdm_mm, self.truncation_mm)
+    truncation_mm = 10.0
 
 
 class nnUNetTrainerSDM_Xue2020TargetsInLoader(nnUNetTrainerSDM_Xue2020):

@@ -1,0 +1,136 @@
+"""The SDM-head terms of a dual-head network in one memory-lean pass: L2 and product regression (Wang &
+Zhang 2021; Xue et al. 2020, eq. 4) and the Heaviside consistency with the segmentation head (Luo et al.
+2021, eq. 4), with their gradients written out.
+
+For segmentation logits ``z`` (B, C + 1, *spatial; channel 0 background), predicted SDMs ``p`` and target
+SDMs ``t`` (B, C, *spatial), ``q = softmax(z)[:, 1:]`` and ``H = sigmoid(-k p)``, with ``N = B x voxels``:
+
+    l2          = sum_c (1 / N) sum (p - t)^2                             (= L2SDMLoss)
+    product     = sum_c (1 / N) sum -p t / (p t + p^2 + t^2 + eps)        (= ProductSDMLoss)
+    consistency = (1 / (C N)) sum (q - H)^2                               (= HeavisideConsistencyLoss)
+
+    d l2 / d p          = 2 (p - t) / N
+    d product / d p     = -t (t^2 - p^2 + eps) / (p t + p^2 + t^2 + eps)^2 / N
+    d consistency / d p = 2 k (q - H) H (1 - H) / (C N)
+    d consistency / d q = 2 (q - H) / (C N),  then through the softmax: dz = s (g - sum_j s_j g_j)
+                          with s = softmax(z) and g = (0, d consistency / d q)
+
+Why a hand-written backward: written as three autograd losses, these terms keep about eight float32
+tensors of shape (B, C, *spatial) alive until the backward pass (the softmax, the Heaviside, differences,
+squares, the product's denominator), at the moment the network's activations peak. This function keeps
+only its inputs (the logits and the tanh output already exist, the target is needed anyway) and recomputes
+the rest in backward, chunk by chunk (one batch member and a slab of the first spatial axis at a time, a
+chunk size fixed by the shapes, so no host sync), so its transients stay within a chunk. Values and
+gradients equal the three autograd losses (tests/losses/test_sdm_head.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from nnunet_sdm.checks import check_integer, check_positive, check_same_shape
+
+#: voxels x channels per chunk: transients of a few such float32 tensors (~16 MB each)
+DEFAULT_CHUNK_ELEMENTS = 2**22
+
+
+def _chunks(shape: torch.Size, channels: int, chunk_elements: int) -> Iterator[tuple]:
+    """Index tuples (batch member, slab of the first spatial axis) covering ``shape`` (B, ·, n0, ...)."""
+    per_slice = channels * max(1, int(torch.Size(shape[3:]).numel()))
+    slab = max(1, chunk_elements // per_slice)
+    for b in range(shape[0]):
+        for start in range(0, shape[2], slab):
+            yield (slice(b, b + 1), slice(None), slice(start, start + slab))
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    dtype = torch.float32
+    for tensor in tensors:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
+
+
+class _SDMHeadTerms(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, sdm, target, k, eps, chunk_elements):  # type: ignore[override]
+        dtype = _compute_dtype(logits, sdm)
+        num_classes = sdm.shape[1]
+        sums = torch.zeros(3, num_classes, dtype=dtype, device=sdm.device)  # l2, product, consistency
+        axes = (0, *range(2, sdm.ndim))
+        for index in _chunks(logits.shape, logits.shape[1], chunk_elements):
+            p, t = sdm[index].to(dtype), target[index].to(dtype)
+            q = torch.softmax(logits[index].to(dtype), dim=1)[:, 1:]
+            product = p * t
+            sums[0] += (p - t).square_().sum(axes)
+            sums[1] -= (product / (product + p.square() + t.square() + eps)).sum(axes)
+            sums[2] += (q - torch.sigmoid(p * -k)).square_().sum(axes)
+        count = sdm.numel() // num_classes
+        ctx.save_for_backward(logits, sdm, target)
+        ctx.k, ctx.eps, ctx.chunk_elements = k, eps, chunk_elements
+        return torch.stack([sums[0].sum(), sums[1].sum(), sums[2].sum() / num_classes]) / count
+
+    @staticmethod
+    def backward(ctx, grad_terms):  # type: ignore[override]
+        logits, sdm, target = ctx.saved_tensors
+        k, eps = ctx.k, ctx.eps
+        dtype = _compute_dtype(logits, sdm)
+        num_classes = sdm.shape[1]
+        count = sdm.numel() // num_classes
+        g_l2, g_product, g_consistency = (grad_terms.to(dtype) / count).unbind()
+        g_consistency = g_consistency / num_classes
+        grad_sdm = torch.empty_like(sdm)
+        grad_logits = torch.empty_like(logits)
+        for index in _chunks(logits.shape, logits.shape[1], ctx.chunk_elements):
+            p, t = sdm[index].to(dtype), target[index].to(dtype)
+            s = torch.softmax(logits[index].to(dtype), dim=1)
+            h = torch.sigmoid(p * -k)
+            mismatch = s[:, 1:] - h
+            denominator = p * t + p.square() + t.square() + eps
+            grad_p = (2 * g_l2) * (p - t)
+            grad_p -= g_product * t * (t.square() - p.square() + eps) / denominator.square()
+            grad_p += (2 * k * g_consistency) * mismatch * h * (1 - h)
+            grad_sdm[index] = grad_p
+            grad_q = torch.zeros_like(s)
+            grad_q[:, 1:] = (2 * g_consistency) * mismatch
+            grad_logits[index] = s * (grad_q - (s * grad_q).sum(dim=1, keepdim=True))
+        return grad_logits, grad_sdm, None, None, None, None
+
+
+class SDMHeadTermsLoss(nn.Module):
+    """L2, product and Heaviside-consistency terms of an SDM head next to a segmentation head (see module).
+
+    ``forward(logits, pred_sdm, target_sdm, k)`` takes the segmentation logits (B, C + 1, *spatial,
+    background first), the tanh-bounded predicted SDMs and the target SDMs (B, C, *spatial, any float
+    dtype; computed in float32 or wider) and the Heaviside steepness ``k`` > 0 (it may differ per call,
+    e.g. per deep-supervision scale). Returns ``{"l2", "product", "consistency"}``, unweighted, each with
+    its gradient into the logits and the predicted SDMs (none into the target).
+
+    Args:
+        eps: keeps the product loss finite where p = t = 0 (as ``ProductSDMLoss``).
+        chunk_elements: channels x voxels computed at once (memory of the transients).
+    """
+
+    def __init__(self, eps: float = 1e-6, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> None:
+        super().__init__()
+        self.eps = check_positive("eps", eps)
+        self.chunk_elements = check_integer("chunk_elements", chunk_elements)
+
+    def forward(
+        self, logits: torch.Tensor, pred_sdm: torch.Tensor, target_sdm: torch.Tensor, k: float
+    ) -> dict[str, torch.Tensor]:
+        check_same_shape("SDMHeadTermsLoss(pred_sdm, target_sdm)", pred_sdm, target_sdm)
+        if (
+            logits.ndim != pred_sdm.ndim
+            or logits.shape[0] != pred_sdm.shape[0]
+            or (logits.shape[2:] != pred_sdm.shape[2:] or logits.shape[1] != pred_sdm.shape[1] + 1)
+        ):
+            raise ValueError(
+                "SDMHeadTermsLoss: logits must have shape (B, C + 1, *spatial) for SDMs of shape "
+                f"(B, C, *spatial), got {tuple(logits.shape)} and {tuple(pred_sdm.shape)}"
+            )
+        k = check_positive("k", k)
+        terms = _SDMHeadTerms.apply(logits, pred_sdm, target_sdm.detach(), k, self.eps, self.chunk_elements)
+        return dict(zip(("l2", "product", "consistency"), terms.unbind()))
