@@ -35,7 +35,7 @@ from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
 from torch import autocast, nn
 from torch import distributed as dist
 
-from nnunet_sdm.checks import Rule, optional, positive
+from nnunet_sdm.checks import Rule, integer, optional, positive
 from nnunet_sdm.distance import normalise_xue, signed_distance, truncated_signed_distance
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
@@ -120,7 +120,7 @@ class UnsupportedSetupError(RuntimeError):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or inf; training stopped before the weights were updated."""
+    """A loss term was NaN or inf in too many steps in a row; training stopped before updating the weights."""
 
 
 class CheckpointError(RuntimeError):
@@ -161,7 +161,13 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     budget_environment: dict[str, str] = BUDGET_ENV
     #: the trainer's settings (class attributes) and the rule each must pass (:mod:`nnunet_sdm.checks`),
     #: checked at start-up; a subclass declares only its own, the base collects them along the MRO
-    setting_rules: ClassVar[dict[str, Rule]] = {"truncation_mm": optional(positive)}
+    #: a non-finite loss skips the optimiser step (as stock's GradScaler does); this many in a row stop
+    #: training with NonFiniteLossError
+    max_non_finite_steps: int = 5
+    setting_rules: ClassVar[dict[str, Rule]] = {
+        "truncation_mm": optional(positive),
+        "max_non_finite_steps": integer(1),
+    }
 
     def __init__(
         self,
@@ -179,6 +185,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         #: per-term gradient norms and shares of the epoch's first batch (``term_gradient_norms``)
         self.gradient_diagnostics: dict[str, float] = {}
         self._measure_gradients_now = False
+        #: optimiser steps skipped for a non-finite loss: in a row, and in this epoch (logged at its end)
+        self.non_finite_in_a_row = 0
+        self.non_finite_steps_this_epoch = 0
         self._apply_budget_from_environment()
         self.init_trainer_state()
 
@@ -273,10 +282,16 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
 
         backbone = build(num_seg if widen else num_seg + num_sdm)
         if widen:
-            if hasattr(getattr(backbone, "decoder", None), "seg_layers"):
-                add_output_channels(backbone, num_sdm)
-            else:  # an architecture without nnU-Net's output layers: all channels from the start
-                backbone = build(num_seg + num_sdm)
+            if not hasattr(getattr(backbone, "decoder", None), "seg_layers"):
+                # without nnU-Net's 1x1 output layers neither the stock initialisation of the
+                # segmentation rows nor the ramped SDM gradient (SplitOutputConv) can be had
+                raise UnsupportedSetupError(
+                    f"{cls.__name__}: the network {configuration_manager.network_arch_class_name} has no "
+                    "decoder.seg_layers (nnU-Net's 1x1 output convolutions), where the SDM head's channels are "
+                    "appended. Supported: dynamic_network_architectures' PlainConvUNet, ResidualEncoderUNet "
+                    "and ResidualUNet (nnUNetPlans, nnUNetResEnc*Plans) and networks with the same output layers."
+                )
+            add_output_channels(backbone, num_sdm)
         return SDMHeadNetwork(backbone, num_seg, num_sdm)
 
     # ---- loss --------------------------------------------------------------------------------
@@ -380,20 +395,24 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         with self._autocast():
             _, _, terms = self.forward_and_loss(data, targets)
         loss = terms["loss"]
-        self._stop_if_not_finite(terms, batch.get("keys"))
+        finite = self._all_finite(terms)
         if self._measure_gradients_now:
             self._measure_gradients_now = False
             self.gradient_diagnostics = self.term_gradient_norms(terms)
         if self.grad_scaler is not None:
+            # stock's AMP step: the scaler skips the update itself when the gradients are not finite
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
+            self._count_non_finite(finite, terms, batch.get("keys"))
         else:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+            # read the flag where stock reads the loss back anyway; skip the update as the scaler would
+            if self._count_non_finite(finite, terms, batch.get("keys")):
+                self.optimizer.step()
         return {name: value.detach().cpu().numpy() for name, value in terms.items()}
 
     # ---- gradient diagnostics ------------------------------------------------------------------
@@ -413,31 +432,51 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         # DDP's reducer expects one backward per forward: no extra gradient passes there
         self._measure_gradients_now = not self.is_ddp
         self.gradient_diagnostics = {}
+        self.non_finite_steps_this_epoch = 0
 
-    def _stop_if_not_finite(self, terms: dict[str, torch.Tensor], keys) -> None:
-        """Stop before the optimiser step if any loss term is NaN/inf (on any DDP rank).
-
-        Raising here leaves the weights untouched and the checkpoints on disk as they are (nnU-Net's
-        ``checkpoint_latest.pth`` / ``checkpoint_best.pth``), so ``--c`` resumes from the last good one.
-        """
+    def _all_finite(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A 0-d bool tensor: every loss term is finite on every DDP rank (no host sync)."""
         finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()]).all()
-        if self.is_ddp:
+        if self.is_ddp:  # every rank must skip the same steps, or the replicas drift apart
             flag = finite.to(torch.int32)
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             finite = flag.bool()
+        return finite
+
+    def _count_non_finite(self, finite: torch.Tensor, terms: dict[str, torch.Tensor], keys) -> bool:
+        """Whether the step's loss was finite; a non-finite one is logged and counted, and the
+        ``max_non_finite_steps``-th in a row stops training with :class:`NonFiniteLossError`.
+
+        As stock's GradScaler does for AMP, a step whose loss is NaN or inf updates no weight (the caller
+        skips the optimiser step) and training goes on; only a run of them stops it, leaving the
+        checkpoints on disk as they are (nnU-Net's ``checkpoint_latest.pth`` / ``checkpoint_best.pth``),
+        so ``--c`` resumes from the last good one.
+        """
         if bool(finite):
-            return
+            self.non_finite_in_a_row = 0
+            return True
+        self.non_finite_in_a_row += 1
+        self.non_finite_steps_this_epoch += 1
         bad = {
             name: float(v.detach().float().mean()) for name, v in terms.items() if not torch.isfinite(v).all()
         }
+        where = (
+            f"at epoch {self.current_epoch} ({', '.join(f'{k} = {v}' for k, v in bad.items())}; "
+            f"cases {list(keys) if keys is not None else '?'})"
+        )
+        if self.non_finite_in_a_row < self.max_non_finite_steps:
+            self.print_to_log_file(
+                f"non-finite loss {where}: optimiser step skipped, weights unchanged "
+                f"({self.non_finite_in_a_row} in a row; training stops at {self.max_non_finite_steps})"
+            )
+            return False
         kept = [
             f
             for f in ("checkpoint_latest.pth", "checkpoint_best.pth")
             if os.path.isfile(os.path.join(self.output_folder, f))
         ]
         message = (
-            f"{type(self).__name__}: non-finite loss at epoch {self.current_epoch} "
-            f"({', '.join(f'{k} = {v}' for k, v in bad.items())}; cases {list(keys) if keys is not None else '?'}). "
+            f"{type(self).__name__}: non-finite loss {where}, {self.non_finite_in_a_row} steps in a row. "
             f"Training stopped before updating the weights. Checkpoints kept in {self.output_folder}: "
             f"{kept or 'none yet'}; resume with --c (consider a lower learning rate)."
         )
@@ -561,6 +600,10 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
         self._log_terms(train_outputs, "train", self.gradient_diagnostics)
+        if self.non_finite_steps_this_epoch:
+            self.print_to_log_file(
+                f"{self.non_finite_steps_this_epoch} optimiser step(s) skipped this epoch (non-finite loss)"
+            )
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
         super().on_validation_epoch_end(val_outputs)

@@ -1,7 +1,8 @@
 """Faults during training: NaN input, a run killed mid-training, bad checkpoints given to ``--c``.
 
-- In-process (cheap): a NaN in a batch stops every trainer with ``NonFiniteLossError`` before the
-  optimiser step, naming the trainer, the epoch and the cases; the weights are unchanged.
+- In-process (cheap): a NaN in a batch makes every trainer skip the optimiser step, as stock's
+  GradScaler does, with a line in the log; ``max_non_finite_steps`` such steps in a row stop it with
+  ``NonFiniteLossError`` naming the trainer, the epoch and the cases; the weights are unchanged.
 - Through nnU-Net's real commands (slow): ``nnUNetv2_train ... -tr nnUNetTrainerSDM_Xue2020`` is SIGKILLed in the
   middle of training and resumed with ``--c``; it trains to the end and ``nnUNetv2_predict`` works. nnU-Net
   writes ``checkpoint_latest.pth`` only every ``save_every`` (50) epochs, so an early kill leaves
@@ -36,9 +37,9 @@ TRAINER = "nnUNetTrainerSDM"
 MODEL = f"{TRAINER}__{PLANS}__3d_fullres"
 
 
-# ---- NaN in a batch: every trainer stops before the optimiser step ------------------------------------------
+# ---- NaN in a batch: every trainer skips the step, and a run of them stops it --------------------------------
 @pytest.mark.parametrize("name", sorted(TRAINERS))
-def test_nan_in_a_batch_stops_every_trainer_before_the_optimiser_step(
+def test_nan_batches_skip_the_step_and_a_run_of_them_stops_every_trainer(
     planned_synthetic, monkeypatch, tmp_path, name
 ):
     for key, value in planned_synthetic["env"].items():
@@ -54,12 +55,24 @@ def test_nan_in_a_batch_stops_every_trainer_before_the_optimiser_step(
     finite = trainer.train_step(synthetic_batch(trainer))  # control: a clean batch trains
     assert all(np.isfinite(v).all() for v in finite.values())
     before = {k: v.clone() for k, v in unwrap(trainer.network).state_dict().items()}
+
+    def weights_unchanged() -> bool:
+        after = unwrap(trainer.network).state_dict()
+        return all(torch.equal(before[k], after[k]) for k in before)
+
+    # as stock's GradScaler: the step is skipped, counted, and training goes on
+    for in_a_row in range(1, trainer.max_non_finite_steps):
+        trainer.train_step(synthetic_batch(trainer, poison=True))
+        assert trainer.non_finite_in_a_row == in_a_row and weights_unchanged()
+    assert trainer.non_finite_steps_this_epoch == trainer.max_non_finite_steps - 1
     with pytest.raises(
-        NonFiniteLossError, match=rf"^{name}: non-finite loss at epoch 0 .*case_0.*resume with --c"
+        NonFiniteLossError,
+        match=rf"^{name}: non-finite loss at epoch 0 .*case_0.*{trainer.max_non_finite_steps} steps in a row.*resume with --c",
     ):
         trainer.train_step(synthetic_batch(trainer, poison=True))
-    after = unwrap(trainer.network).state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), "weights changed after a non-finite loss"
+    assert weights_unchanged(), "weights changed after a non-finite loss"
+    log = Path(trainer.log_file).read_text()
+    assert log.count("optimiser step skipped, weights unchanged") == trainer.max_non_finite_steps - 1
 
 
 # ---- through nnU-Net's real commands --------------------------------------------------------------------------

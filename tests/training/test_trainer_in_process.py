@@ -44,17 +44,30 @@ def test_train_step_returns_finite_terms(sdm_trainer):
     assert all(torch.isfinite(torch.as_tensor(v)).all() for v in out.values())
 
 
-def test_non_finite_loss_stops_before_the_weights_change(sdm_trainer, monkeypatch):
+def test_non_finite_loss_skips_the_step_and_stops_after_a_run(sdm_trainer, monkeypatch):
     before = {k: v.clone() for k, v in unwrap(sdm_trainer.network).state_dict().items()}
+    good_loss = sdm_trainer.scale_loss
 
     def nan_loss(output, target):
         return {"loss": output.sdm.sum() * float("nan"), "l1": output.sdm.mean() * float("nan")}
 
+    monkeypatch.setattr(sdm_trainer, "max_non_finite_steps", 3)
     monkeypatch.setattr(sdm_trainer, "scale_loss", nan_loss)
-    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 0.*l1"):
+    sdm_trainer.train_step(synthetic_batch(sdm_trainer))
+    sdm_trainer.train_step(synthetic_batch(sdm_trainer))
+    assert sdm_trainer.non_finite_in_a_row == 2
+    monkeypatch.setattr(sdm_trainer, "scale_loss", good_loss)  # a finite step ends the run
+    sdm_trainer.train_step(synthetic_batch(sdm_trainer))
+    assert sdm_trainer.non_finite_in_a_row == 0
+    monkeypatch.setattr(sdm_trainer, "scale_loss", nan_loss)
+    after_good = {k: v.clone() for k, v in unwrap(sdm_trainer.network).state_dict().items()}
+    assert not all(torch.equal(before[k], after_good[k]) for k in before)  # the good step trained
+    sdm_trainer.train_step(synthetic_batch(sdm_trainer))
+    sdm_trainer.train_step(synthetic_batch(sdm_trainer))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 0.*l1.*3 steps in a row"):
         sdm_trainer.train_step(synthetic_batch(sdm_trainer))
     after = unwrap(sdm_trainer.network).state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(after_good[k], after[k]) for k in after)
 
 
 def test_region_datasets_stop_at_start_up(planned_synthetic, monkeypatch):
@@ -123,3 +136,27 @@ def test_truncated_foreign_and_other_trainers_checkpoints_are_named(sdm_trainer,
         CheckpointError, match="written by trainer nnUNetTrainer, not nnUNetTrainerSDM_Xue2020"
     ):
         sdm_trainer.load_checkpoint(str(other))
+
+
+class NetworkWithoutOutputLayers(torch.nn.Module):
+    """A network that nnU-Net can build from plans but that has no ``decoder.seg_layers``."""
+
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(input_channels, num_classes, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_a_network_without_output_layers_stops_with_its_name():
+    from types import SimpleNamespace
+
+    from nnunet_sdm.training.sdm import nnUNetTrainerSDM
+
+    name = f"{__name__}.NetworkWithoutOutputLayers"
+    configuration = SimpleNamespace(
+        network_arch_class_name=name, network_arch_init_kwargs={}, network_arch_init_kwargs_req_import=[]
+    )
+    with pytest.raises(UnsupportedSetupError, match=rf"nnUNetTrainerSDM: the network {name} has no decoder"):
+        nnUNetTrainerSDM.build_network_architecture(None, configuration, 1, 3, True)
