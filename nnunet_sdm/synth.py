@@ -323,3 +323,90 @@ def list_case_ids(
             stem = stem[:-5]
         ids.add(stem)
     return sorted(ids)
+
+
+# ---- many classes: an abdomen-like multi-organ dataset (FLARE-sized class counts) -----------------------------
+def multi_organ_labels(
+    shape: Sequence[int], spacing: Sequence[float], num_classes: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A label map with ``num_classes`` organs (labels 1..K) inside a body ellipse, as in an abdominal CT.
+
+    Organ ``c`` is a deformed ellipsoid (``_organ_mask``) of a size that falls with ``c`` (a liver-sized
+    first organ down to small glands), placed at random inside the body; every fifth class from the
+    third on is a thin tube through all slices (vessel-like: aorta, IVC). Later classes win where organs
+    overlap, so a small organ is never hidden by a large one. uint8 (K <= 255).
+    """
+    if not 1 <= num_classes <= 255:
+        raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
+    coords = _grid_mm(shape, spacing)
+    extent = np.array([n * s for n, s in zip(shape, spacing)])
+    centre = extent / 2
+    body = sum(((c - m) / (0.48 * e)) ** 2 for c, m, e in zip(coords[1:], centre[1:], extent[1:])) <= 1
+    labels = np.zeros(shape, dtype=np.uint8)
+    for c in range(1, num_classes + 1):
+        if c % 5 == 3:  # a tube through every slice, wobbling in-plane
+            radius = rng.uniform(2.5, 4.0)
+            base = rng.uniform(centre[1:] - 0.25 * extent[1:], centre[1:] + 0.25 * extent[1:])
+            wobble = rng.uniform(2.0, 6.0) * np.sin(2 * np.pi * coords[0] / extent[0] + rng.uniform(0, 6.3))
+            mask = (coords[1] - base[0] - wobble) ** 2 + (coords[2] - base[1]) ** 2 <= radius**2
+        else:  # a deformed ellipsoid, smaller for later classes (liver-sized down to glands)
+            semi_axes = extent * (0.28 / (1 + 0.25 * (c - 1))) * rng.uniform(0.8, 1.2, size=3)
+            position = rng.uniform(centre - 0.3 * extent, centre + 0.3 * extent)
+            implicit = sum(((x - m) / r) ** 2 for x, m, r in zip(coords, position, semi_axes))
+            wavelengths = (1.5 * semi_axes.max(), 3.0 * semi_axes.max())
+            mask = implicit + 0.5 * _smooth_field(rng, coords, wavelengths) < 1.0
+        labels[mask & body] = c
+    return labels
+
+
+def make_multi_organ_dataset(
+    out_dir: str | Path,
+    *,
+    dataset_id: int = 991,
+    name: str = "SDMOrgans",
+    num_classes: int = 13,
+    num_training: int = 4,
+    shape: Sequence[int] = (96, 240, 200),
+    spacing: Sequence[float] = (1.5, 0.8, 0.8),
+    seed: int = 0,
+) -> dict:
+    """Write ``out_dir/DatasetXXX_Name``: ``num_training`` cases of :func:`multi_organ_labels` with an image
+    (class intensities 100 + 20 c, blurred, bias field, noise), no test cases. For benchmarks at nnU-Net's
+    scale (13 classes as FLARE); returns the same keys as :func:`make_synthetic_dataset`."""
+    dataset_name = f"Dataset{dataset_id:03d}_{name}"
+    folder = _prepare_folder(Path(out_dir), dataset_name, dataset_id)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir(parents=True)
+    cases = []
+    for index in range(num_training):
+        rng = np.random.default_rng([seed, index])
+        label = multi_organ_labels(shape, spacing, num_classes, rng)
+        image = ndimage.gaussian_filter(100.0 + 20.0 * label.astype(np.float32), sigma=0.7)
+        image *= 1.0 + 0.1 * _smooth_field(rng, _grid_mm(shape, spacing), (100.0, 200.0))
+        image += rng.normal(0.0, NOISE_SD, size=shape)
+        case_id = f"{name}_{index:03d}"
+        _write(image.astype(np.float32), spacing, folder / "imagesTr" / f"{case_id}_0000{FILE_ENDING}")
+        _write(label, spacing, folder / "labelsTr" / f"{case_id}{FILE_ENDING}")
+        cases.append(case_id)
+    labels = {"background": 0, **{f"organ{c}": c for c in range(1, num_classes + 1)}}
+    dataset_json = {
+        "channel_names": {"0": "CT"},
+        "labels": labels,
+        "numTraining": num_training,
+        "file_ending": FILE_ENDING,
+        "name": dataset_name,
+        "description": f"{_MARKER}: {num_classes} organs (seed {seed}, shape {list(shape)}, "
+        f"spacing {list(spacing)} in z, y, x)",
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return {
+        "folder": str(folder),
+        "dataset_id": dataset_id,
+        "dataset_name": dataset_name,
+        "name": name,
+        "train_cases": cases,
+        "test_cases": [],
+        "labels": labels,
+        "spacing": tuple(float(s) for s in spacing),
+        "shape": tuple(int(n) for n in shape),
+    }

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import edt
 import numpy as np
+import torch
 
 
 def signed_edt_numpy(masks: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -29,15 +30,18 @@ def signed_edt_numpy(masks: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
 
     Negative inside (distance to the nearest voxel centre outside the mask), positive outside (distance
     to the nearest voxel centre inside the mask).  A mask with no boundary (empty or full) yields
-    ``+inf`` / ``-inf``; the caller clamps.  Single-threaded (``parallel=1``).
+    ``+inf`` / ``-inf``; the caller clamps.  Uses torch's intra-op thread count (``parallel``), so it
+    follows ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` like the rest of a CPU train step (1 in
+    nnU-Net's data-loader workers).
     """
+    threads = max(1, torch.get_num_threads())
     anisotropy = tuple(float(s) for s in spacing)
     out = np.empty(masks.shape, dtype=np.float32)
     codes = np.empty(masks.shape[1:], dtype=np.uint8)
     for i in range(masks.shape[0]):
         mask = masks[i]
         np.add(mask, 1, out=codes, dtype=np.uint8, casting="unsafe")  # 2 inside, 1 outside
-        dist = edt.edt(codes, anisotropy=anisotropy, black_border=False, parallel=1)
+        dist = edt.edt(codes, anisotropy=anisotropy, black_border=False, parallel=threads)
         np.negative(dist, out=out[i], where=mask)
         np.copyto(out[i], dist, where=~mask)
     return out

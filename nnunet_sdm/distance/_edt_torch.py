@@ -6,7 +6,8 @@ voxels look for outside voxels and outside voxels for inside voxels):
 
 * Let ``t`` be the binary mask and, for an axis with spacing ``s``, ``b_a[i]`` the squared distance along
   the axis-``a`` line through ``i`` to the nearest voxel of the opposite type (``inf`` if the line has
-  none).  ``b_a`` is O(1) per voxel with ``cummax``/``cummin`` over the positions where the type changes.
+  none).  ``b_a`` is O(1) per voxel with ``cummax``/``cummin`` over the positions where the type changes;
+  in a band only offsets up to ``r_a`` matter, and ``r_a`` shifted comparisons of the masks are faster.
 * First axis: ``d = b_a``.  Every further axis ``a``: ``d_new[i] = min(b_a[i], min_j d[j] + (s (i-j))^2)``
   over the window ``|i - j| <= r_a``.  This is exact: for ``j`` of the same type as ``i`` the term is the
   usual Saito-Toriwaki recursion; for ``j`` of the opposite type the exact term is ``(s (i-j))^2`` (``j``
@@ -42,9 +43,10 @@ from collections.abc import Sequence
 import torch
 
 INF = float("inf")
-# Default max_chunk_elements (voxels processed at once): on the CPU several masks per group keep the
-# temporaries cache-friendly enough; on accelerators one group means the fewest kernel launches.
-DEFAULT_CHUNK_CPU = 2**22
+# Default max_chunk_elements (voxels processed at once): on the CPU small groups of masks keep the
+# temporaries in cache (measured fastest at 2**20 for 13 classes at 40 x 96 x 80); on accelerators one
+# group means the fewest kernel launches.
+DEFAULT_CHUNK_CPU = 2**20
 DEFAULT_CHUNK_DEVICE = 2**27
 
 
@@ -67,6 +69,26 @@ def _line_term(masks: torch.Tensor, dim: int, spacing: float) -> torch.Tensor:
     return dist.mul_(dist)
 
 
+def _line_term_band(inside: torch.Tensor, dim: int, spacing: float, radius: int) -> torch.Tensor:
+    """``_line_term`` where it is at most ``(spacing * radius)^2``, ``inf`` elsewhere (never below the truth).
+
+    For each offset ``k <= radius`` the pairs of voxels ``k`` apart that differ in type offer
+    ``(spacing k)^2`` to both: ``radius`` passes of plain float arithmetic (``w / differs`` is ``w`` or
+    ``inf``), measured 10-20 times faster on the CPU than the scans of ``_line_term``.
+    ``inside`` is the masks as float32 (1 inside, 0 outside).
+    """
+    n = inside.shape[dim]
+    out = torch.full(inside.shape, INF, dtype=torch.float32, device=inside.device)
+    offer = torch.empty_like(out)
+    for k in range(1, radius + 1):
+        pair = offer.narrow(dim, 0, n - k)
+        torch.sub(inside.narrow(dim, k, n - k), inside.narrow(dim, 0, n - k), out=pair)
+        pair.abs_().reciprocal_().mul_((spacing * k) ** 2)  # (s k)^2 where the types differ, inf elsewhere
+        for target in (out.narrow(dim, 0, n - k), out.narrow(dim, k, n - k)):
+            torch.minimum(target, pair, out=target)
+    return out
+
+
 def window_radii(shape: Sequence[int], spacing: Sequence[float], band_mm: float | None) -> list[int]:
     """Offsets searched per axis: the whole line for a full map, ``floor(band_mm / s)`` for a band."""
     if band_mm is None:
@@ -84,18 +106,24 @@ def _squared_edt_opposite(
     spatial = tuple(masks.shape[1:])
     radii = window_radii(spatial, spacing, band_mm)
     order = sorted(range(len(spatial)), key=lambda a: (-radii[a], a))
-    sq = _line_term(masks, order[0] + 1, float(spacing[order[0]]))
+
+    inside = None if band_mm is None else masks.to(torch.float32)
+
+    def line_term(axis: int) -> torch.Tensor:
+        if inside is None:
+            return _line_term(masks, axis + 1, float(spacing[axis]))
+        return _line_term_band(inside, axis + 1, float(spacing[axis]), radii[axis])
+
+    sq = line_term(order[0])
     for axis in order[1:]:
         dim, n, s = axis + 1, spatial[axis], float(spacing[axis])
-        out = torch.minimum(sq, _line_term(masks, dim, s))
-        scratch = torch.empty_like(sq)
+        out = torch.minimum(sq, line_term(axis))
+        shifted = torch.empty_like(sq)
         for k in range(1, radii[axis] + 1):
-            weight = (s * k) ** 2  # float64 on the host, one rounding to float32 in the addition
-            tmp = scratch.narrow(dim, 0, n - k)
-            for target, source in ((out.narrow(dim, k, n - k), sq.narrow(dim, 0, n - k)),
-                                   (out.narrow(dim, 0, n - k), sq.narrow(dim, k, n - k))):  # fmt: skip
-                torch.add(source, weight, out=tmp)
-                torch.minimum(target, tmp, out=target)
+            torch.add(sq, (s * k) ** 2, out=shifted)  # one rounding to float32, as the textbook recursion
+            for target, source in ((out.narrow(dim, k, n - k), shifted.narrow(dim, 0, n - k)),
+                                   (out.narrow(dim, 0, n - k), shifted.narrow(dim, k, n - k))):  # fmt: skip
+                torch.minimum(target, source, out=target)
         sq = out
     return sq
 

@@ -66,7 +66,7 @@ def signed_distance(
         backend: ``"auto"``, ``"edt"`` or ``"torch"`` (see the module docstring).
         max_chunk_elements: torch backend only: the largest number of
             voxels processed at once (whole masks; the temporaries are about five float32 volumes of
-            them, see ``_edt_torch``).  Default 2**22 on CPU, 2**27 on other devices (fewer kernels).
+            them, see ``_edt_torch``).  Default 2**20 on CPU, 2**27 on other devices (fewer kernels).
 
     Returns:
         float32, shape ``(len(classes), *spatial)`` or ``(B, len(classes), *spatial)``, same container

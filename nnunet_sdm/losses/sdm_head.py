@@ -33,8 +33,11 @@ from torch import nn
 
 from nnunet_sdm.checks import check_integer, check_positive, check_same_shape
 
-#: voxels x channels per chunk: transients of a few such float32 tensors (~16 MB each)
-DEFAULT_CHUNK_ELEMENTS = 2**22
+#: channels x voxels per chunk: on the CPU cache-sized (measured 0.15 s for fwd + bwd at 2 x 14 x 40 x 96 x 80
+#: against 0.32 s at 2**22 and 0.24 s for the three autograd losses); on a GPU large (few kernel launches;
+#: the transients are a few float32 tensors of this size, 256 MB each at 2**26)
+DEFAULT_CHUNK_CPU = 2**20
+DEFAULT_CHUNK_DEVICE = 2**26
 
 
 def _chunks(shape: torch.Size, channels: int, chunk_elements: int) -> Iterator[tuple]:
@@ -110,13 +113,16 @@ class SDMHeadTermsLoss(nn.Module):
 
     Args:
         eps: keeps the product loss finite where p = t = 0 (as ``ProductSDMLoss``).
-        chunk_elements: channels x voxels computed at once (memory of the transients).
+        chunk_elements: channels x voxels computed at once (memory of the transients); None: 2**20 on
+            the CPU, 2**26 on other devices.
     """
 
-    def __init__(self, eps: float = 1e-6, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> None:
+    def __init__(self, eps: float = 1e-6, chunk_elements: int | None = None) -> None:
         super().__init__()
         self.eps = check_positive("eps", eps)
-        self.chunk_elements = check_integer("chunk_elements", chunk_elements)
+        self.chunk_elements = (
+            None if chunk_elements is None else check_integer("chunk_elements", chunk_elements)
+        )
 
     def forward(
         self, logits: torch.Tensor, pred_sdm: torch.Tensor, target_sdm: torch.Tensor, k: float
@@ -132,5 +138,8 @@ class SDMHeadTermsLoss(nn.Module):
                 f"(B, C, *spatial), got {tuple(logits.shape)} and {tuple(pred_sdm.shape)}"
             )
         k = check_positive("k", k)
-        terms = _SDMHeadTerms.apply(logits, pred_sdm, target_sdm.detach(), k, self.eps, self.chunk_elements)
+        chunk = self.chunk_elements or (
+            DEFAULT_CHUNK_CPU if logits.device.type == "cpu" else DEFAULT_CHUNK_DEVICE
+        )
+        terms = _SDMHeadTerms.apply(logits, pred_sdm, target_sdm.detach(), k, self.eps, chunk)
         return dict(zip(("l2", "product", "consistency"), terms.unbind()))

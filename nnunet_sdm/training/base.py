@@ -35,7 +35,7 @@ from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
 from torch import autocast, nn
 from torch import distributed as dist
 
-from nnunet_sdm.checks import Rule, integer, optional, positive
+from nnunet_sdm.checks import Rule, integer, one_of, optional, positive
 from nnunet_sdm.distance import normalise_xue, signed_distance, truncated_signed_distance
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
@@ -157,6 +157,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     #: SDM targets truncated at this many mm, ``clamp(sdm / tau, -1, 1)`` (None: the full map, normalised
     #: by ``normalise_sdm``)
     truncation_mm: float | None = None
+    #: backend of the SDM targets (``nnunet_sdm.distance``): "auto" is ``edt`` on the CPU and the exact
+    #: torch transform on any other training device (no host sync, see ``distance/_edt_torch.py``)
+    sdm_backend: str = "auto"
     #: trainer attributes that environment variables may set (budgets for smoke tests and CPU runs)
     budget_environment: dict[str, str] = BUDGET_ENV
     #: the trainer's settings (class attributes) and the rule each must pass (:mod:`nnunet_sdm.checks`),
@@ -166,6 +169,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     max_non_finite_steps: int = 5
     setting_rules: ClassVar[dict[str, Rule]] = {
         "truncation_mm": optional(positive),
+        "sdm_backend": one_of("auto", "edt", "torch"),
         "max_non_finite_steps": integer(1),
     }
 
@@ -335,10 +339,11 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         computed in its band only, stored in float16: values in [-1, 1] to 2.5e-4) if that is set, else
         the exact SDM in mm normalised by ``normalise_sdm``.
         """
+        classes, backend = self.foreground_labels, self.sdm_backend
         if self.truncation_mm is not None:
-            target = truncated_signed_distance(labels, spacing, self.foreground_labels, self.truncation_mm)
+            target = truncated_signed_distance(labels, spacing, classes, self.truncation_mm, backend=backend)
             return target.to(torch.float16)
-        return self.normalise_sdm(signed_distance(labels, spacing, self.foreground_labels), len(spacing))
+        return self.normalise_sdm(signed_distance(labels, spacing, classes, backend=backend), len(spacing))
 
     def needs_distance_target(self, full_resolution: bool) -> bool:
         """Whether a scale's loss uses ``distance_target`` (all scales by default)."""

@@ -1,0 +1,454 @@
+"""Train-step cost of the SDM trainers against stock nnU-Net at nnU-Net's scale; prints JSON.
+
+Configurations (``--configs``):
+
+* ``a``: Dataset004_Hippocampus (``../shared/data``), nnU-Net's 3d_fullres plans with the ``cpu_small``
+  override (patch as planned, 8-64 features, batch 2), 2 foreground classes; real label patches.
+* ``b``: the ``flare21`` plans (patch 80 x 192 x 160, batch 2, 32-320 features, nnU-Net's topology for the
+  patch) on a synthetic 13-organ dataset at 1.5 x 0.8 x 0.8 mm (``nnunet_sdm.synth.make_multi_organ_dataset``);
+  ``--quick``: the same plans at half the patch edge (40 x 96 x 80, 1/8 of the voxels).
+* ``c``: ``nnUNetResEncUNetMPlans`` (nnU-Net's ResEnc M planner, its own patch and batch) on (b)'s data;
+  ``--quick``: planned on volumes of (b)'s quick patch size (40 x 96 x 80), so its patch is that size.
+
+Trainers (``--trainers``): ``nnUNetTrainer`` (stock), ``nnUNetTrainerSDM`` and ``nnUNetTrainerSDM_Xue2020``.
+Each configuration x trainer runs in its own process (``--worker``), so its peak memory is its own. A
+worker builds the trainer from the plans as ``nnUNetv2_train`` does (``initialize``), makes ``--batches``
+fixed batches (random image, label patches and their deep-supervision scales, as nnU-Net's loader
+gives them), runs ``--warmup`` steps and then ``--steps`` timed ``train_step`` calls (the data loader is
+stock's for every trainer and is not timed). Per trainer it reports:
+
+* ``step_s``: median seconds per train step; ``step_ratio_to_stock``: that over stock's median (same run);
+* ``sdm_target_s``: median seconds per step spent making the SDM targets (``make_scale_targets``, every
+  weighted deep-supervision scale) with the trainer's backend (``auto``: ``edt`` on the CPU, the torch
+  transform on a GPU); ``sdm_target_torch_s``: the same targets with the torch transform (the GPU path,
+  timed on this device); ``sdm_target_before_17_s`` (flagship only): the torch path before issue #17
+  (``baselines/edt_torch_before_17.py``) on the same labels, and ``sdm_target_speedup_vs_before_17``;
+* ``sdm_target_host_syncs``: host syncs (``nnunet_sdm.host_syncs.HostSyncCounter``: ``item``, ``tolist``,
+  ``bool``, ``cpu``, ``nonzero``, boolean-mask indexing, ...) made while the torch path makes one step's
+  targets, i.e. what a CUDA step would wait for; ``train_step_host_syncs``: the same over a whole
+  ``train_step`` with the trainer's default backend (stock has some too: it reads the loss back);
+* ``peak_memory_mb``: CPU: the process's peak resident memory minus its resident memory before the trainer
+  was built (network, optimiser state, batches, activations, targets); CUDA: ``max_memory_allocated`` over
+  the timed steps. ``peak_memory_ratio_to_stock``: over stock's.
+
+Usage: ``python benchmarks/train_step.py [--quick] [--device cpu|cuda] [--compile] [--work DIR]``.
+``--quick`` fits 15 minutes on 2 CPU cores. Never a timed assertion: the goals are compared in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HIPPOCAMPUS = REPO.parent / "shared" / "data" / "Dataset004_Hippocampus"
+TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM", "nnUNetTrainerSDM_Xue2020"]
+STOCK = "nnUNetTrainer"
+GOALS = {
+    "sdm_target_host_syncs": 0,
+    "flagship_step_ratio_max": 1.10,
+    "flagship_peak_memory_ratio_max": 1.15,
+    "sdm_target_speedup_vs_before_17_min": 10.0,
+}
+ORGANS_ID, ORGANS_ID_QUICK = 991, 992
+
+
+# ---- data and plans (once per work folder) -------------------------------------------------------------
+def prepare(work: Path, quick: bool, configs: list[str], log) -> dict[str, dict]:
+    """Raw datasets and plans for the configurations; returns {config: {plans, dataset_json, label_source}}."""
+    from nnunet_sdm.plans import bundled_override, write_plans
+    from nnunet_sdm.synth import make_multi_organ_dataset
+    from nnunet_sdm.workflow import nnunet_command, nnunet_environment, run_logged
+
+    env = {**os.environ, **nnunet_environment(work)}
+    raw, preprocessed = Path(env["nnUNet_raw"]), Path(env["nnUNet_preprocessed"])
+    out: dict[str, dict] = {}
+
+    def plan(dataset_id: int, name: str, *planner: str) -> Path:
+        folder = preprocessed / name
+        plans_file = folder / ("nnUNetResEncUNetMPlans.json" if planner else "nnUNetPlans.json")
+        if not plans_file.is_file():
+            # 3d_fullres only; the trainers' initialize() reads the preprocessed folder's file type
+            # (the ResEnc plans share nnUNetPlans_3d_fullres, so they need no preprocessing of their own)
+            command = [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-np", "2"]
+            command += ["--no_pp", *planner] if planner else ["-c", "3d_fullres"]
+            run_logged(command, env, work / f"plan_{name}{'_resenc' if planner else ''}.log", announce=log)
+        return plans_file
+
+    if "a" in configs:
+        if not HIPPOCAMPUS.is_dir():
+            log(f"configuration a skipped: {HIPPOCAMPUS} is absent")
+        else:
+            link = raw / HIPPOCAMPUS.name
+            if not link.exists():
+                raw.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(HIPPOCAMPUS)
+            plan(4, HIPPOCAMPUS.name)
+            folder = preprocessed / HIPPOCAMPUS.name
+            write_plans(folder, bundled_override("cpu_small"), "nnUNetPlans_cpu_small", "3d_fullres")
+            out["a"] = {"plans": folder / "nnUNetPlans_cpu_small.json", "labels": "hippocampus"}
+    if {"b", "c"} & set(configs):
+        dataset_id = ORGANS_ID_QUICK if quick else ORGANS_ID
+        name = "SDMOrgansQuick" if quick else "SDMOrgans"
+        shape = (40, 96, 80) if quick else (96, 240, 200)
+        dataset_name = f"Dataset{dataset_id:03d}_{name}"
+        if not (raw / dataset_name / "dataset.json").is_file():
+            log(f"writing the synthetic 13-organ dataset {dataset_name} {shape}")
+            make_multi_organ_dataset(raw, dataset_id=dataset_id, name=name, shape=shape, num_training=4)
+        folder = preprocessed / dataset_name
+        if "b" in configs:
+            plan(dataset_id, dataset_name)
+            override = work / "flare21_quick.json" if quick else bundled_override("flare21")
+            if quick:  # the flare21 override at half the patch edge
+                flare = json.loads(bundled_override("flare21").read_text())
+                flare["configuration"]["patch_size"] = [40, 96, 80]
+                flare["description"] = "flare21 at half the patch edge (benchmarks/train_step.py --quick)"
+                override.write_text(json.dumps(flare, indent=1))
+            write_plans(folder, override, "nnUNetPlans_flare21", "3d_fullres")
+            out["b"] = {"plans": folder / "nnUNetPlans_flare21.json", "labels": "organs"}
+        if "c" in configs:
+            out["c"] = {
+                "plans": plan(dataset_id, dataset_name, "-pl", "nnUNetPlannerResEncM"),
+                "labels": "organs",
+            }
+    for config in out.values():
+        config["dataset_json"] = Path(config["plans"]).parent / "dataset.json"
+        config["env"] = {k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    return out
+
+
+# ---- one trainer in its own process ------------------------------------------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _label_patches(source: str, patch, spacing, batch_size: int, count: int, seed: int):
+    """``count`` label patches (B, 1, *patch) as uint8 numpy."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(seed)
+    patches = []
+    if source == "hippocampus":
+        files = sorted((HIPPOCAMPUS / "labelsTr").glob("*.nii.gz"))
+        for _ in range(count * batch_size):
+            label = sitk.GetArrayFromImage(sitk.ReadImage(str(files[rng.integers(len(files))])))
+            pad = [
+                (max(0, p - n) // 2, max(0, p - n) - max(0, p - n) // 2) for p, n in zip(patch, label.shape)
+            ]
+            label = np.pad(label, pad)
+            start = [rng.integers(0, n - p + 1) for n, p in zip(label.shape, patch)]
+            patches.append(label[tuple(slice(s, s + p) for s, p in zip(start, patch))])
+    else:
+        from nnunet_sdm.synth import multi_organ_labels
+
+        for _ in range(count * batch_size):
+            patches.append(multi_organ_labels(patch, spacing, 13, rng))
+    stacked = np.stack(patches).astype(np.uint8)
+    return stacked.reshape(count, batch_size, 1, *patch)
+
+
+def worker(args) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from nnunet_sdm.host_syncs import HostSyncCounter
+
+    baseline_mb = _rss_mb()
+    spec = json.loads(args.worker)
+    os.environ.update(spec["env"])
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    plans = json.loads(Path(spec["plans"]).read_text())
+    dataset_json = json.loads(Path(spec["dataset_json"]).read_text())
+    trainer_class = _trainer_class(spec["trainer"])
+    trainer = trainer_class(dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, device)
+    trainer.initialize()
+    patch = list(trainer.configuration_manager.patch_size)
+    spacing = [float(s) for s in trainer.configuration_manager.spacing]
+    scales = trainer._get_deep_supervision_scales()
+    labels = _label_patches(spec["labels"], patch, spacing, trainer.batch_size, args.batches, seed=1)
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for patch_labels in labels:
+        full = torch.from_numpy(patch_labels).float()
+        targets = [
+            F.interpolate(full, [round(p * s) for p, s in zip(patch, scale)], mode="nearest-exact")
+            for scale in scales
+        ]
+        data = torch.randn(full.shape, generator=generator) + full / 13
+        batches.append({"data": data, "target": targets, "keys": ["case"] * len(full)})
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    timings, target_times = [], []
+    has_targets = hasattr(trainer, "make_scale_targets")
+    if has_targets:
+        make_targets = trainer.make_scale_targets
+
+        def timed_targets(targets):  # benchmark instrumentation on this instance only
+            sync()
+            start = time.perf_counter()
+            out = make_targets(targets)
+            sync()
+            target_times.append(time.perf_counter() - start)
+            return out
+
+        trainer.make_scale_targets = timed_targets
+    for i in range(args.warmup):
+        trainer.train_step(batches[i % len(batches)])
+    target_times.clear()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(args.steps):
+        sync()
+        start = time.perf_counter()
+        trainer.train_step(batches[i % len(batches)])
+        sync()
+        timings.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline_mb
+    with HostSyncCounter() as step_syncs:
+        trainer.train_step(batches[0])
+    result = {
+        "trainer": spec["trainer"],
+        "network": type(trainer.network).__name__,
+        "backbone": plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"],
+        "patch_size": patch,
+        "batch_size": trainer.batch_size,
+        "spacing": spacing,
+        "foreground_classes": len(trainer.label_manager.foreground_labels),
+        "deep_supervision_scales": len(scales),
+        "step_s": statistics.median(timings),
+        "step_s_all": timings,
+        "peak_memory_mb": peak_mb,
+        "train_step_host_syncs": step_syncs.count,
+        "train_step_host_sync_calls": dict(step_syncs.calls),
+    }
+    if has_targets:
+        result["sdm_backend"] = trainer.sdm_backend
+        result["sdm_target_s"] = statistics.median(target_times)
+        trainer.make_scale_targets = make_targets
+        result.update(_torch_target_costs(trainer, batches, args, sync))
+    return result
+
+
+def _torch_target_costs(trainer, batches, args, sync) -> dict:
+    """Host syncs and time of the torch path for one step's targets (and the pre-#17 path's time)."""
+    import torch
+
+    from nnunet_sdm.host_syncs import HostSyncCounter
+
+    device = trainer.device
+    targets = [t.to(device) for t in batches[0]["target"]]
+    backend = trainer.sdm_backend
+    trainer.sdm_backend = "torch"
+    with HostSyncCounter() as syncs:
+        trainer.make_scale_targets(targets)
+    times = []
+    for _ in range(args.target_repeats):
+        sync()
+        start = time.perf_counter()
+        new = trainer.make_scale_targets(targets)
+        sync()
+        times.append(time.perf_counter() - start)
+    trainer.sdm_backend = backend
+    out = {
+        "sdm_target_host_syncs": syncs.count,
+        "sdm_target_host_sync_calls": dict(syncs.calls),
+        "sdm_target_torch_s": statistics.median(times),
+    }
+    if trainer.truncation_mm is None:
+        return out
+    from baselines.edt_torch_before_17 import DEFAULT_CHUNK_CPU, DEFAULT_CHUNK_DEVICE, signed_edt_torch
+
+    chunk = DEFAULT_CHUNK_CPU if device.type == "cpu" else DEFAULT_CHUNK_DEVICE
+    times, deviation = [], 0.0
+    for _ in range(args.target_repeats):
+        sync()
+        start = time.perf_counter()
+        old = {}
+        with HostSyncCounter() as old_syncs:
+            for i, scale in new.items():
+                labels = scale.labels
+                masks = torch.stack([labels == c for c in scale.classes], 1)
+                flat = masks.reshape(-1, *masks.shape[2:])
+                sdm = signed_edt_torch(flat, scale.spacing, chunk).view(masks.shape)
+                old[i] = (sdm / trainer.truncation_mm).clamp_(-1, 1)
+        sync()
+        times.append(time.perf_counter() - start)
+    for i, scale in new.items():
+        deviation = max(deviation, float((old[i] - scale.distance.float()).abs().max()))
+    out["sdm_target_before_17_s"] = statistics.median(times)
+    out["sdm_target_before_17_host_syncs"] = old_syncs.count
+    out["sdm_target_speedup_vs_before_17"] = out["sdm_target_before_17_s"] / out["sdm_target_torch_s"]
+    out["sdm_target_max_abs_diff_to_before_17"] = deviation  # float16 storage of the new targets
+    return out
+
+
+def _trainer_class(name: str):
+    if name == STOCK:
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+        return nnUNetTrainer
+    from nnunet_sdm.training import sdm, xue
+
+    return getattr(sdm, name, None) or getattr(xue, name)
+
+
+# ---- driver -------------------------------------------------------------------------------------------------
+def run_worker(config: dict, trainer: str, args, log) -> dict:
+    spec = {
+        "plans": str(config["plans"]),
+        "dataset_json": str(config["dataset_json"]),
+        "labels": config["labels"],
+        "env": config["env"],
+        "trainer": trainer,
+    }
+    command = [sys.executable, __file__, "--worker", json.dumps(spec), "--device", args.device]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batches", str(args.batches)]
+    command += ["--target-repeats", str(args.target_repeats), "--threads", str(args.threads)]
+    env = {**os.environ, "nnUNet_compile": "t" if args.compile else "f"}
+    start = time.time()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        log(result.stdout[-3000:] + result.stderr[-3000:])
+        return {"trainer": trainer, "error": f"worker exited {result.returncode}"}
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["wall_s"] = time.time() - start
+    log(
+        f"  {trainer}: step {out['step_s']:.3f} s, peak {out['peak_memory_mb']:.0f} MB"
+        + (f", SDM targets {out['sdm_target_s']:.3f} s" if "sdm_target_s" in out else "")
+    )
+    return out
+
+
+def add_ratios(trainers: dict[str, dict]) -> None:
+    stock = trainers.get(STOCK)
+    for result in trainers.values():
+        result.setdefault("sdm_target_host_syncs", 0)  # stock makes no SDM targets
+        if stock and "error" not in stock and "error" not in result:
+            result["step_ratio_to_stock"] = result["step_s"] / stock["step_s"]
+            result["peak_memory_ratio_to_stock"] = result["peak_memory_mb"] / stock["peak_memory_mb"]
+
+
+def goals(results: dict[str, dict]) -> dict:
+    checks = {}
+    for name, config in results.items():
+        flagship = config["trainers"].get("nnUNetTrainerSDM", {})
+        if "step_ratio_to_stock" not in flagship:
+            continue
+        syncs = max(t.get("sdm_target_host_syncs", 0) for t in config["trainers"].values())
+        checks[name] = {
+            "sdm_target_host_syncs_zero": syncs == GOALS["sdm_target_host_syncs"],
+            "flagship_step_ratio_le_1.10": flagship["step_ratio_to_stock"]
+            <= GOALS["flagship_step_ratio_max"],
+            "flagship_peak_memory_ratio_le_1.15": flagship["peak_memory_ratio_to_stock"]
+            <= GOALS["flagship_peak_memory_ratio_max"],
+        }
+        if "sdm_target_speedup_vs_before_17" in flagship:
+            checks[name]["sdm_target_speedup_ge_10"] = (
+                flagship["sdm_target_speedup_vs_before_17"] >= GOALS["sdm_target_speedup_vs_before_17_min"]
+            )
+    return checks
+
+
+def machine(device: str) -> dict:
+    from importlib.metadata import version
+
+    import nnunetv2  # noqa: F401
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "nnunetv2": version("nnunetv2"),
+        "edt": version("edt"),
+        "device": device,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small patches for (b)/(c), fewer steps")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--compile", action="store_true", help="nnUNet_compile=t (nnU-Net's torch.compile)")
+    parser.add_argument("--configs", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    parser.add_argument("--trainers", nargs="+", default=TRAINERS)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nnunet_sdm_train_step"))
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 3 quick, 5 full)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 quick, 2 full)")
+    parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--target-repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads per worker (0: torch's default)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.steps = args.steps or (3 if args.quick else 5)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    started = time.time()
+    args.work.mkdir(parents=True, exist_ok=True)
+    configs = prepare(args.work, args.quick, args.configs, log)
+    results = {}
+    for name, config in configs.items():
+        log(f"configuration {name}: {config['plans']}")
+        trainers = {t: run_worker(config, t, args, log) for t in args.trainers}
+        add_ratios(trainers)
+        results[name] = {"plans": str(config["plans"]), "trainers": trainers}
+    report = {
+        "benchmark": "train_step",
+        "quick": args.quick,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "compile": args.compile,
+        "machine": machine(args.device),
+        "configs": results,
+        "goals": GOALS,
+        "goals_met": goals(results),
+        "wall_s": time.time() - started,
+    }
+    text = json.dumps(
+        report, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v
+    )
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
