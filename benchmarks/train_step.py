@@ -8,14 +8,17 @@ Configurations (``--configs``):
   patch) on a synthetic 13-organ dataset at 1.5 x 0.8 x 0.8 mm (``nnunet_sdm.synth.make_multi_organ_dataset``);
   ``--quick``: the same plans at half the patch edge (40 x 96 x 80, 1/8 of the voxels).
 * ``c``: ``nnUNetResEncUNetMPlans`` (nnU-Net's ResEnc M planner, its own patch and batch) on (b)'s data;
-  ``--quick``: planned on volumes of (b)'s quick patch size (40 x 96 x 80), so its patch is that size.
+  ``--quick``: planned on volumes of (b)'s quick patch size (40 x 96 x 80), so its patch is that size,
+  at batch 2 (ResEnc M plans 4 there).
 
 Trainers (``--trainers``): ``nnUNetTrainer`` (stock), ``nnUNetTrainerSDM`` and ``nnUNetTrainerSDM_Xue2020``.
 Each configuration x trainer runs in its own process (``--worker``), so its peak memory is its own. A
 worker builds the trainer from the plans as ``nnUNetv2_train`` does (``initialize``), makes ``--batches``
 fixed batches (random image, label patches and their deep-supervision scales, as nnU-Net's loader
 gives them), runs ``--warmup`` steps and then ``--steps`` timed ``train_step`` calls (the data loader is
-stock's for every trainer and is not timed). Per trainer it reports:
+stock's for every trainer and is not timed). CPU step times vary by 10-20 % from process to process, so
+each trainer runs ``--rounds`` times, the trainers' processes interleaved (stock, SDM, Xue, stock, ...),
+and the medians are taken over all timed steps of all rounds. Per trainer it reports:
 
 * ``step_s``: median seconds per train step; ``step_ratio_to_stock``: that over stock's median (same run);
 * ``sdm_target_s``: median seconds per step spent making the SDM targets (``make_scale_targets``, every
@@ -26,10 +29,11 @@ stock's for every trainer and is not timed). Per trainer it reports:
 * ``sdm_target_host_syncs``: host syncs (``nnunet_sdm.host_syncs.HostSyncCounter``: ``item``, ``tolist``,
   ``bool``, ``cpu``, ``nonzero``, boolean-mask indexing, ...) made while the torch path makes one step's
   targets, i.e. what a CUDA step would wait for; ``train_step_host_syncs``: the same over a whole
-  ``train_step`` with the trainer's default backend (stock has some too: it reads the loss back);
+  ``train_step`` (the first warm-up step) with the trainer's default backend (stock has some too: it
+  reads the loss back);
 * ``peak_memory_mb``: CPU: the process's peak resident memory minus its resident memory before the trainer
-  was built (network, optimiser state, batches, activations, targets); CUDA: ``max_memory_allocated`` over
-  the timed steps. ``peak_memory_ratio_to_stock``: over stock's.
+  was built (network, optimiser state, batches, activations, targets), the largest over the rounds;
+  CUDA: ``max_memory_allocated`` over the timed steps. ``peak_memory_ratio_to_stock``: over stock's.
 
 Usage: ``python benchmarks/train_step.py [--quick] [--device cpu|cuda] [--compile] [--work DIR]``.
 ``--quick`` fits 15 minutes on 2 CPU cores. Never a timed assertion: the goals are compared in the JSON.
@@ -116,10 +120,15 @@ def prepare(work: Path, quick: bool, configs: list[str], log) -> dict[str, dict]
             write_plans(folder, override, "nnUNetPlans_flare21", "3d_fullres")
             out["b"] = {"plans": folder / "nnUNetPlans_flare21.json", "labels": "organs"}
         if "c" in configs:
-            out["c"] = {
-                "plans": plan(dataset_id, dataset_name, "-pl", "nnUNetPlannerResEncM"),
-                "labels": "organs",
-            }
+            plans_file = plan(dataset_id, dataset_name, "-pl", "nnUNetPlannerResEncM")
+            if quick:  # ResEnc M's own plans for this patch, at batch 2 like (b) (it plans 4 here)
+                override = work / "resenc_quick.json"
+                override.write_text(json.dumps({"configuration": {"batch_size": 2}}))
+                source = plans_file.stem
+                plans_file = write_plans(
+                    folder, override, f"{source}_quick", "3d_fullres", source_plans=source
+                )
+            out["c"] = {"plans": plans_file, "labels": "organs"}
     for config in out.values():
         config["dataset_json"] = Path(config["plans"]).parent / "dataset.json"
         config["env"] = {k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
@@ -212,7 +221,9 @@ def worker(args) -> dict:
             return out
 
         trainer.make_scale_targets = timed_targets
-    for i in range(args.warmup):
+    with HostSyncCounter() as step_syncs:  # the first warm-up step; its time is not counted
+        trainer.train_step(batches[0])
+    for i in range(1, args.warmup):
         trainer.train_step(batches[i % len(batches)])
     target_times.clear()
     if device.type == "cuda":
@@ -227,8 +238,6 @@ def worker(args) -> dict:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline_mb
-    with HostSyncCounter() as step_syncs:
-        trainer.train_step(batches[0])
     result = {
         "trainer": spec["trainer"],
         "network": type(trainer.network).__name__,
@@ -247,8 +256,10 @@ def worker(args) -> dict:
     if has_targets:
         result["sdm_backend"] = trainer.sdm_backend
         result["sdm_target_s"] = statistics.median(target_times)
+        result["sdm_target_s_all"] = list(target_times)
         trainer.make_scale_targets = make_targets
-        result.update(_torch_target_costs(trainer, batches, args, sync))
+        if args.target_costs:
+            result.update(_torch_target_costs(trainer, batches, args, sync))
     return result
 
 
@@ -316,7 +327,7 @@ def _trainer_class(name: str):
 
 
 # ---- driver -------------------------------------------------------------------------------------------------
-def run_worker(config: dict, trainer: str, args, log) -> dict:
+def run_worker(config: dict, trainer: str, args, log, target_costs: bool) -> dict:
     spec = {
         "plans": str(config["plans"]),
         "dataset_json": str(config["dataset_json"]),
@@ -327,6 +338,7 @@ def run_worker(config: dict, trainer: str, args, log) -> dict:
     command = [sys.executable, __file__, "--worker", json.dumps(spec), "--device", args.device]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batches", str(args.batches)]
     command += ["--target-repeats", str(args.target_repeats), "--threads", str(args.threads)]
+    command += ["--target-costs"] if target_costs else []
     env = {**os.environ, "nnUNet_compile": "t" if args.compile else "f"}
     start = time.time()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -340,6 +352,24 @@ def run_worker(config: dict, trainer: str, args, log) -> dict:
         + (f", SDM targets {out['sdm_target_s']:.3f} s" if "sdm_target_s" in out else "")
     )
     return out
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One trainer's rounds (processes) as one result: medians over all timed steps, the largest peak."""
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return failed[0]
+    merged = {**rounds[0]}
+    merged["rounds"] = len(rounds)
+    merged["step_s_all"] = [s for r in rounds for s in r["step_s_all"]]
+    merged["step_s"] = statistics.median(merged["step_s_all"])
+    merged["step_s_per_round"] = [r["step_s"] for r in rounds]
+    merged["peak_memory_mb"] = max(r["peak_memory_mb"] for r in rounds)
+    merged["peak_memory_mb_per_round"] = [r["peak_memory_mb"] for r in rounds]
+    if "sdm_target_s_all" in merged:
+        merged["sdm_target_s_all"] = [s for r in rounds for s in r["sdm_target_s_all"]]
+        merged["sdm_target_s"] = statistics.median(merged["sdm_target_s_all"])
+    return merged
 
 
 def add_ratios(trainers: dict[str, dict]) -> None:
@@ -404,7 +434,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nnunet_sdm_train_step"))
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 3 quick, 5 full)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 quick, 2 full)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="processes per trainer, interleaved (default 2)"
+    )
     parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--target-costs", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--target-repeats", type=int, default=3)
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads per worker (0: torch's default)"
@@ -412,8 +446,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.steps = args.steps or (3 if args.quick else 5)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.steps = args.steps or (2 if args.quick else 5)
+    args.warmup = args.warmup or (1 if args.quick else 2)
+    args.rounds = args.rounds or 2
     if args.worker:
         print(json.dumps(worker(args)))
         return
@@ -427,7 +462,11 @@ def main() -> None:
     results = {}
     for name, config in configs.items():
         log(f"configuration {name}: {config['plans']}")
-        trainers = {t: run_worker(config, t, args, log) for t in args.trainers}
+        rounds = [
+            {t: run_worker(config, t, args, log, target_costs=r == 0) for t in args.trainers}
+            for r in range(args.rounds)
+        ]
+        trainers = {t: merge_rounds([r[t] for r in rounds]) for t in args.trainers}
         add_ratios(trainers)
         results[name] = {"plans": str(config["plans"]), "trainers": trainers}
     report = {
@@ -435,6 +474,7 @@ def main() -> None:
         "quick": args.quick,
         "steps": args.steps,
         "warmup": args.warmup,
+        "rounds": args.rounds,
         "compile": args.compile,
         "machine": machine(args.device),
         "configs": results,

@@ -87,12 +87,15 @@ def test_split_output_conv_scales_only_the_sdm_rows_gradient_into_the_features()
     torch.manual_seed(0)
     conv = torch.nn.Conv3d(4, 5, 1)
     split = SplitOutputConv(conv, num_seg=3)
-    assert dict(split.named_parameters()).keys() == {"weight", "bias"}  # nnU-Net's state_dict keys
+    assert split.state_dict().keys() == {
+        "weight",
+        "bias",
+    }  # nnU-Net's state_dict keys (the scale is not saved)
     x = torch.randn(2, 4, 3, 3, 3, requires_grad=True)
     upstream = torch.randn(2, 5, 3, 3, 3)
 
     def grads(scale):
-        split.trunk_gradient_scale = scale
+        set_sdm_trunk_gradient_scale(split, scale)
         split.zero_grad()
         x.grad = None
         out = split(x)
@@ -111,6 +114,31 @@ def test_split_output_conv_scales_only_the_sdm_rows_gradient_into_the_features()
 
     network = torch.nn.Sequential(split)
     set_sdm_trunk_gradient_scale(network, 0.25)
-    assert split.trunk_gradient_scale == 0.25
+    assert float(split.trunk_gradient_scale) == 0.25
     with pytest.raises(ValueError, match="scale must be in"):
         set_sdm_trunk_gradient_scale(network, 1.5)
+
+
+def test_the_ramp_does_not_recompile_a_compiled_network():
+    """nnU-Net compiles the network on GPUs; the ramp changes the SDM rows' gradient scale every epoch.
+    The scale is a tensor buffer, so no change of it is a new guard (dynamo's eager backend checks the
+    tracing alone, quickly, on the CPU)."""
+    import torch._dynamo
+
+    from nnunet_sdm.network.sdm_head import SplitOutputConv, set_sdm_trunk_gradient_scale
+
+    torch._dynamo.reset()
+    network = torch.nn.Sequential(
+        torch.nn.Conv3d(2, 4, 3, padding=1), SplitOutputConv(torch.nn.Conv3d(4, 5, 1), 3)
+    )
+    compiled = torch.compile(network, backend="eager")
+    x = torch.randn(1, 2, 4, 4, 4)
+    compiled(x).sum().backward()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for scale in (0.0, 0.1, 0.55, 1.0):
+            set_sdm_trunk_gradient_scale(network, scale)
+            network.zero_grad()
+            compiled(x).sum().backward()
+            eager_grad = torch.autograd.grad(network(x)[:, 3:].sum(), network[0].weight)[0]
+            compiled_grad = torch.autograd.grad(compiled(x)[:, 3:].sum(), network[0].weight)[0]
+            torch.testing.assert_close(compiled_grad, eager_grad)

@@ -36,7 +36,9 @@ def make_trainer(name: str, setup: dict):
     plans = json.loads(open(setup["plans"]).read())
     dataset_json = json.loads(open(setup["dataset_json"]).read())
     torch.manual_seed(0)
-    trainer = TRAINERS[name](dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    trainer = TRAINERS[name](
+        dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, torch.device("cpu")
+    )
     trainer.initialize()
     return trainer
 
@@ -56,7 +58,11 @@ def global_batch(trainer) -> dict:
 def rank_part(batch: dict, rank: int) -> dict:
     per_rank = batch["data"].shape[0] // WORLD
     part = slice(rank * per_rank, (rank + 1) * per_rank)
-    return {"data": batch["data"][part], "target": [t[part] for t in batch["target"]], "keys": batch["keys"][part]}
+    return {
+        "data": batch["data"][part],
+        "target": [t[part] for t in batch["target"]],
+        "keys": batch["keys"][part],
+    }
 
 
 def as_ddp(trainer) -> None:
