@@ -106,6 +106,13 @@ def term_gradient_norms_of(
     return diagnostics
 
 
+def terms_to_host(terms: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The loss terms as numpy scalars, read back from the device in one copy (one host sync, where stock
+    nnU-Net reads its loss back)."""
+    values = torch.stack([value.detach().float() for value in terms.values()]).cpu().numpy()
+    return dict(zip(terms, values))
+
+
 # Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
 BUDGET_ENV = {
     "num_epochs": "nnUNetSDM_num_epochs",
@@ -157,8 +164,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     #: SDM targets truncated at this many mm, ``clamp(sdm / tau, -1, 1)`` (None: the full map, normalised
     #: by ``normalise_sdm``)
     truncation_mm: float | None = None
-    #: backend of the SDM targets (``nnunet_sdm.distance``): "auto" is ``edt`` on the CPU and the exact
-    #: torch transform on any other training device (no host sync, see ``distance/_edt_torch.py``)
+    #: backend of the SDM targets (``nnunet_sdm.distance``): "auto" is the exact torch transform on an
+    #: accelerator (no host sync, see ``distance/_edt_torch.py``) and for truncated targets on the CPU,
+    #: ``edt`` for full maps on the CPU
     sdm_backend: str = "auto"
     #: trainer attributes that environment variables may set (budgets for smoke tests and CPU runs)
     budget_environment: dict[str, str] = BUDGET_ENV
@@ -418,7 +426,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
             # read the flag where stock reads the loss back anyway; skip the update as the scaler would
             if self._count_non_finite(finite, terms, batch.get("keys")):
                 self.optimizer.step()
-        return {name: value.detach().cpu().numpy() for name, value in terms.items()}
+        return terms_to_host(terms)
 
     # ---- gradient diagnostics ------------------------------------------------------------------
     def loss_term_weights(self) -> dict[str, float]:
@@ -503,7 +511,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         tp = (predicted_onehot * target.onehot).sum(axes)
         fp = (predicted_onehot * (1 - target.onehot)).sum(axes)
         fn = ((1 - predicted_onehot) * target.onehot).sum(axes)
-        result = {name: value.detach().cpu().numpy() for name, value in terms.items()}
+        result = terms_to_host(terms)
         result.update(tp_hard=tp.cpu().numpy(), fp_hard=fp.cpu().numpy(), fn_hard=fn.cpu().numpy())
         return result
 

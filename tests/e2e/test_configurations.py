@@ -12,13 +12,14 @@ low-resolution stage's final validation exports its predictions of all training 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_sdm.plans import bundled_override, write_plans
+from nnunet_sdm.plans import apply_override, bundled_override, write_plans
 from nnunet_sdm.synth import make_synthetic_dataset
 from nnunet_sdm.workflow import predict_command
 from tests.conftest import nnunet_bin, nnunet_env, run, smoke_budget
@@ -49,10 +50,18 @@ def planned(tmp_path_factory) -> dict:
     run([*plan, "-c", "2d", "3d_fullres", "3d_lowres", "-np", "1"], env)
     run([*plan, "-pl", "nnUNetPlannerResEncM", "--no_pp"], env)  # shares nnUNetPlans_3d_fullres's data
     preprocessed = Path(env["nnUNet_preprocessed"]) / info["dataset_name"]
-    small = bundled_override("cpu_small")
-    for configuration, source in (("3d_fullres", "nnUNetPlans"), ("2d", PLANS), ("3d_lowres", PLANS)):
-        write_plans(preprocessed, small, PLANS, configuration, source_plans=source)
-    write_plans(preprocessed, small, RESENC, "3d_fullres", source_plans="nnUNetResEncUNetMPlans")
+    small = json.loads(bundled_override("cpu_small").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    for configuration in ("3d_fullres", "2d", "3d_lowres"):  # the cascade inherits 3d_fullres's
+        plans = apply_override(plans, small, configuration, PLANS)
+    (preprocessed / f"{PLANS}.json").write_text(json.dumps(plans, indent=1))
+    write_plans(
+        preprocessed,
+        bundled_override("cpu_small"),
+        RESENC,
+        "3d_fullres",
+        source_plans="nnUNetResEncUNetMPlans",
+    )
     return {"env": env, "raw": Path(info["folder"]), "workdir": workdir}
 
 

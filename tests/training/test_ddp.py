@@ -1,8 +1,9 @@
 """DDP: two processes (gloo, CPU) on half a batch each give the loss terms and the updated weights of one
 process on the whole batch.
 
-nnU-Net's own DDP path (``nnUNetv2_train -num_gpus 2``) hard-codes NCCL and CUDA devices, so on a CPU the
-trainer is set up here as nnU-Net's ``initialize`` does under DDP, in its order: the network, then the
+nnU-Net's own DDP path (``nnUNetv2_train -num_gpus 2``) hard-codes NCCL and CUDA devices (a trainer made
+inside a process group takes ``cuda:<rank>``), so on a CPU each rank's trainer is made and initialised
+first, then set up as nnU-Net's ``initialize`` does under DDP, in its order: the network, then the
 ``DistributedDataParallel`` wrapper (without CUDA ``device_ids``), then the loss (built with ``ddp=True``:
 nnU-Net's Dice gathers its sums over the ranks) and the deep-supervision weights (1e-6 for the last
 output under DDP). Everything after that is the trainer's own ``train_step``. Stock ``nnUNetTrainer`` runs
@@ -76,9 +77,9 @@ def as_ddp(trainer) -> None:
 def ddp_worker(rank: int, name: str, setup: dict, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    trainer = make_trainer(name, setup)  # before the process group: nnU-Net would pick a CUDA device
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        trainer = make_trainer(name, setup)
         as_ddp(trainer)
         batch = global_batch(trainer)
         terms = trainer.train_step(rank_part(batch, rank))
