@@ -223,6 +223,31 @@ def _prepare_folder(out_dir: Path, folder_name: str, dataset_id: int) -> Path:
     return folder
 
 
+def _finish_dataset(
+    folder: Path,
+    dataset_json: dict,
+    dataset_id: int,
+    name: str,
+    train_cases: list[str],
+    test_cases: list[str],
+    spacing: Sequence[float],
+    shape: Sequence[int],
+) -> dict:
+    """Write ``dataset.json`` and return the description that the ``make_*_dataset`` functions return."""
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return {
+        "folder": str(folder),
+        "dataset_id": dataset_id,
+        "dataset_name": folder.name,
+        "name": name,
+        "train_cases": train_cases,
+        "test_cases": test_cases,
+        "labels": dict(dataset_json["labels"]),
+        "spacing": tuple(float(s) for s in spacing),
+        "shape": tuple(int(n) for n in shape),
+    }
+
+
 def make_synthetic_dataset(
     out_dir: str | Path,
     *,
@@ -284,18 +309,7 @@ def make_synthetic_dataset(
         "numTest": num_test,
         "labelsTs": "clean truth" if not jitter_test_labels else "jittered like labelsTr",
     }
-    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-    return {
-        "folder": str(folder),
-        "dataset_id": dataset_id,
-        "dataset_name": dataset_name,
-        "name": name,
-        "train_cases": train_cases,
-        "test_cases": test_cases,
-        "labels": dict(LABELS),
-        "spacing": tuple(float(s) for s in spacing),
-        "shape": tuple(int(n) for n in shape),
-    }
+    return _finish_dataset(folder, dataset_json, dataset_id, name, train_cases, test_cases, spacing, shape)
 
 
 def list_case_ids(
@@ -398,15 +412,4 @@ def make_multi_organ_dataset(
         "description": f"{_MARKER}: {num_classes} organs (seed {seed}, shape {list(shape)}, "
         f"spacing {list(spacing)} in z, y, x)",
     }
-    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-    return {
-        "folder": str(folder),
-        "dataset_id": dataset_id,
-        "dataset_name": dataset_name,
-        "name": name,
-        "train_cases": cases,
-        "test_cases": [],
-        "labels": labels,
-        "spacing": tuple(float(s) for s in spacing),
-        "shape": tuple(int(n) for n in shape),
-    }
+    return _finish_dataset(folder, dataset_json, dataset_id, name, cases, [], spacing, shape)

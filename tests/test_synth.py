@@ -134,3 +134,19 @@ def test_argument_errors(tmp_path):
         synthesize_case(0, shape=(32, 32))
     with pytest.raises(FileNotFoundError):
         list_case_ids(tmp_path / "missing")
+
+
+def test_multi_organ_dataset_has_every_class_and_nnunet_layout(tmp_path):
+    from nnunet_sdm.synth import make_multi_organ_dataset
+
+    info = make_multi_organ_dataset(tmp_path, num_training=2, shape=(24, 64, 56), seed=2)
+    folder = Path(info["folder"])
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    assert dataset_json["labels"] == {"background": 0, **{f"organ{c}": c for c in range(1, 14)}}
+    assert info["train_cases"] == ["SDMOrgans_000", "SDMOrgans_001"] and info["labels"] == dataset_json["labels"]
+    for case in info["train_cases"]:
+        label = sitk.ReadImage(str(folder / "labelsTr" / f"{case}.nii.gz"))
+        image = sitk.ReadImage(str(folder / "imagesTr" / f"{case}_0000.nii.gz"))
+        assert label.GetSize() == image.GetSize() == (56, 64, 24)
+        assert np.allclose(label.GetSpacing(), (0.8, 0.8, 1.5))
+        assert set(np.unique(sitk.GetArrayFromImage(label))) == set(range(14))  # all 13 organs and background
