@@ -143,7 +143,9 @@ def test_multi_organ_dataset_has_every_class_and_nnunet_layout(tmp_path):
     folder = Path(info["folder"])
     dataset_json = json.loads((folder / "dataset.json").read_text())
     assert dataset_json["labels"] == {"background": 0, **{f"organ{c}": c for c in range(1, 14)}}
-    assert info["train_cases"] == ["SDMOrgans_000", "SDMOrgans_001"] and info["labels"] == dataset_json["labels"]
+    assert (
+        info["train_cases"] == ["SDMOrgans_000", "SDMOrgans_001"] and info["labels"] == dataset_json["labels"]
+    )
     for case in info["train_cases"]:
         label = sitk.ReadImage(str(folder / "labelsTr" / f"{case}.nii.gz"))
         image = sitk.ReadImage(str(folder / "imagesTr" / f"{case}_0000.nii.gz"))
