@@ -18,15 +18,30 @@ def _cmd_trainers_path(args: argparse.Namespace) -> int:
     return 0
 
 
+#: (regions, ignore label) -> default dataset id and name of ``nnunet-sdm synth``
+SYNTH_KINDS = {
+    (False, False): (990, "SDMSynth"),
+    (True, False): (994, "SDMRegions"),
+    (False, True): (995, "SDMSparse"),
+    (True, True): (996, "SDMRegionsSparse"),
+}
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from nnunet_sdm.synth import make_synthetic_dataset
 
+    kind = (args.regions, args.ignore_label)
+    default_id, default_name = SYNTH_KINDS[kind]
     info = make_synthetic_dataset(
         args.out_dir,
-        dataset_id=args.dataset_id,
+        dataset_id=args.dataset_id if args.dataset_id is not None else default_id,
+        name=args.name or default_name,
         num_training=args.num_training,
         num_test=args.num_test,
         seed=args.seed,
+        regions=args.regions,
+        ignore_label=args.ignore_label,
+        labelled_every=args.labelled_every,
     )
     print(f"wrote {info['folder']}")
     return 0
@@ -203,10 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a small synthetic nnU-Net raw dataset")
     p.add_argument("out_dir")
-    p.add_argument("--dataset-id", type=int, default=990)
+    p.add_argument(
+        "--dataset-id", type=int, default=None, help="default: 990 (994 regions, 995 sparse, 996 both)"
+    )
+    p.add_argument(
+        "--name", default=None, help="default: SDMSynth, SDMRegions, SDMSparse or SDMRegionsSparse"
+    )
     p.add_argument("--num-training", type=int, default=12)
     p.add_argument("--num-test", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--regions",
+        action="store_true",
+        help="BraTS-like nested tumour regions (dataset.json regions_class_order)",
+    )
+    p.add_argument(
+        "--ignore-label",
+        action="store_true",
+        help="sparse annotation: training labels on every --labelled-every th slice, the rest nnU-Net's ignore label",
+    )
+    p.add_argument("--labelled-every", type=int, default=3)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("demo", help="synthetic data -> plan -> train SDM and stock -> predict -> evaluate")

@@ -19,6 +19,16 @@ slice of every class is, with probability ``jitter_prob``, independently shifted
 eroded (an erosion never deletes a structure from a slice), so the 3D label is not smooth across slices. ``labelsTs`` holds the clean (unjittered) truth of the test cases, for evaluation;
 ``jitter_test_labels=True`` jitters those too.
 
+Two more kinds of nnU-Net dataset (``regions=True`` / ``ignore_label=True``, combinable):
+
+* **region-based** (BraTS-like): one nested tumour per case, a deformed blob (label 1, edema) around a core
+  whose outer rim enhances (label 3) around a necrotic centre (label 2); ``dataset.json`` declares nnU-Net's
+  regions "whole tumour" (1, 2, 3), "tumour core" (2, 3) and "enhancing tumour" (3) with
+  ``regions_class_order`` [1, 2, 3], as nnU-Net's BraTS conversion does;
+* **sparse annotation** (nnU-Net's ignore label): the training labels of only every ``labelled_every``-th
+  axis-0 slice (from a random offset per case) are kept; every other voxel gets the ``ignore`` label
+  (the largest label + 1). The test labels stay complete.
+
 Everything is drawn from ``numpy.random.default_rng([seed, case_index])``: the same arguments give the
 same bytes, and case ``i`` does not depend on how many cases are written.
 """
@@ -38,6 +48,10 @@ from scipy import ndimage
 
 LABELS = {"background": 0, "organ": 1, "vessel": 2}
 INTENSITIES = {0: 100.0, 1: 180.0, 2: 360.0}
+#: the region-based dataset: raw labels and nnU-Net's (nested) regions
+TUMOUR_LABELS = {"background": 0, "edema": 1, "necrosis": 2, "enhancing": 3}
+TUMOUR_INTENSITIES = {0: 100.0, 1: 190.0, 2: 130.0, 3: 330.0}
+TUMOUR_REGIONS = {"whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": 3}
 NOISE_SD = 12.0
 FILE_ENDING = ".nii.gz"
 _MARKER = "nnunet_sdm synthetic dataset"
@@ -195,6 +209,54 @@ def synthesize_case(
     return SyntheticCase(image.astype(np.float32), label, jittered)
 
 
+def synthesize_tumour_case(
+    index: int,
+    *,
+    shape: Sequence[int] = (24, 64, 64),
+    spacing: Sequence[float] = (2.5, 0.8, 0.8),
+    seed: int = 0,
+    jitter_prob: float = 0.7,
+) -> SyntheticCase:
+    """Case ``index`` of the region-based dataset: a nested tumour (labels of ``TUMOUR_LABELS``).
+
+    The whole tumour is a deformed ellipsoid; the core is the part deeper than 2-3.5 mm (plus a smooth
+    wobble) inside it, the necrosis the part 2-3 mm deeper still, so enhancing (3) is a rim between edema
+    (1) and necrosis (2). Deterministic in its arguments, like :func:`synthesize_case`.
+    """
+    if len(shape) != 3 or len(spacing) != 3 or min(shape) < 8 or min(spacing) <= 0:
+        raise ValueError(f"need 3-D shape (>= 8 per axis) and positive spacing, got {shape}, {spacing}")
+    rng = np.random.default_rng([seed, index, 1])
+    spacing_arr = np.asarray(spacing, dtype=np.float64)
+    coords = _grid_mm(shape, spacing_arr)
+    extent = np.asarray(shape) * spacing_arr
+    whole, _ = _organ_mask(rng, coords, extent)
+    depth = ndimage.distance_transform_edt(whole, sampling=spacing_arr)
+    wobble = 1.0 * _smooth_field(rng, coords, (10.0, 25.0))
+    core_depth = rng.uniform(2.0, 3.5)
+    core = whole & (depth + wobble > core_depth)
+    necrosis = core & (depth + wobble > core_depth + rng.uniform(2.0, 3.0))
+    label = np.zeros(tuple(shape), dtype=np.uint8)
+    label[whole] = TUMOUR_LABELS["edema"]
+    label[core] = TUMOUR_LABELS["enhancing"]
+    label[necrosis] = TUMOUR_LABELS["necrosis"]
+    lut = np.array([TUMOUR_INTENSITIES[i] for i in range(4)])
+    image = ndimage.gaussian_filter(lut[label], 0.5 * spacing_arr.min() / spacing_arr)
+    bias = 1.0 + 0.15 * _smooth_field(rng, coords, (1.5 * extent.max(), 3.0 * extent.max()), terms=3)
+    image = image * bias + rng.normal(0.0, NOISE_SD, size=image.shape)
+    return SyntheticCase(image.astype(np.float32), label, jitter_labels(label, rng, jitter_prob))
+
+
+def sparse_annotation(
+    label: np.ndarray, ignore_value: int, labelled_every: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``label`` with every axis-0 slice but every ``labelled_every``-th (from a random offset) set to
+    ``ignore_value``: slice-wise sparse annotation for nnU-Net's ignore label."""
+    out = np.full_like(label, ignore_value)
+    offset = int(rng.integers(labelled_every))
+    out[offset::labelled_every] = label[offset::labelled_every]
+    return out
+
+
 def _write(array: np.ndarray, spacing: Sequence[float], path: Path) -> None:
     image = sitk.GetImageFromArray(array)
     image.SetSpacing([float(s) for s in reversed(spacing)])  # SimpleITK: x, y, z
@@ -260,6 +322,9 @@ def make_synthetic_dataset(
     seed: int = 0,
     jitter_prob: float = 0.7,
     jitter_test_labels: bool = False,
+    regions: bool = False,
+    ignore_label: bool = False,
+    labelled_every: int = 3,
 ) -> dict:
     """Write ``out_dir/DatasetXXX_Name`` as an nnU-Net v2 raw dataset (see the module docstring).
 
@@ -272,6 +337,9 @@ def make_synthetic_dataset(
 
     Returns a dict with ``folder`` (str), ``dataset_id``, ``dataset_name`` (``DatasetXXX_Name``),
     ``name``, ``train_cases`` and ``test_cases`` (case identifiers), ``labels``, ``spacing``, ``shape``.
+
+    ``regions``: the BraTS-like nested-region dataset instead (module docstring); ``ignore_label``: the
+    training labels annotated on every ``labelled_every``-th slice only, the rest nnU-Net's ignore label.
     """
     if not 0 < dataset_id < 1000:
         raise ValueError(f"dataset_id must be in 1..999 for nnU-Net, got {dataset_id}")
@@ -279,6 +347,8 @@ def make_synthetic_dataset(
         raise ValueError(
             f"name must be alphanumeric (it becomes Dataset{dataset_id:03d}_<name>), got {name!r}"
         )
+    if isinstance(labelled_every, bool) or not isinstance(labelled_every, int) or labelled_every < 1:
+        raise ValueError(f"labelled_every must be an integer >= 1, got {labelled_every!r}")
     if num_training < 1 or num_test < 0:
         raise ValueError(f"need num_training >= 1 and num_test >= 0, got {num_training} and {num_test}")
     dataset_name = f"Dataset{dataset_id:03d}_{name}"
@@ -287,28 +357,43 @@ def make_synthetic_dataset(
     for sub in subfolders.values():
         sub.mkdir(parents=True)
 
+    synthesize = synthesize_tumour_case if regions else synthesize_case
+    labels = dict(TUMOUR_LABELS if regions else LABELS)
+    ignore_value = max(labels.values()) + 1
     train_cases, test_cases = [], []
     for index in range(num_training + num_test):
-        case = synthesize_case(index, shape=shape, spacing=spacing, seed=seed, jitter_prob=jitter_prob)
+        case = synthesize(index, shape=shape, spacing=spacing, seed=seed, jitter_prob=jitter_prob)
         case_id = f"{name}_{index:03d}"
         training = index < num_training
         split = "Tr" if training else "Ts"
         label = case.jittered if training or jitter_test_labels else case.label
+        if ignore_label and training:
+            label = sparse_annotation(
+                label, ignore_value, labelled_every, np.random.default_rng([seed, index, 2])
+            )
         _write(case.image, spacing, subfolders[f"images{split}"] / f"{case_id}_0000{FILE_ENDING}")
         _write(label, spacing, subfolders[f"labels{split}"] / f"{case_id}{FILE_ENDING}")
         (train_cases if training else test_cases).append(case_id)
 
+    content = "nested tumour regions" if regions else "blob organ + thin vessel"
+    sparse = (
+        f", annotated on every {labelled_every}th slice (ignore label {ignore_value})" if ignore_label else ""
+    )
     dataset_json = {
         "channel_names": {"0": "MRI"},
-        "labels": dict(LABELS),
+        "labels": {"background": 0, **TUMOUR_REGIONS} if regions else labels,
         "numTraining": num_training,
         "file_ending": FILE_ENDING,
         "name": dataset_name,
-        "description": f"{_MARKER}: blob organ + thin vessel, slice-wise jittered training labels "
+        "description": f"{_MARKER}: {content}, slice-wise jittered training labels{sparse} "
         f"(seed {seed}, shape {list(shape)}, spacing {list(spacing)} in z, y, x)",
         "numTest": num_test,
         "labelsTs": "clean truth" if not jitter_test_labels else "jittered like labelsTr",
     }
+    if regions:
+        dataset_json["regions_class_order"] = [1, 2, 3]
+    if ignore_label:
+        dataset_json["labels"]["ignore"] = ignore_value
     return _finish_dataset(folder, dataset_json, dataset_id, name, train_cases, test_cases, spacing, shape)
 
 

@@ -6,11 +6,17 @@ class absent from the array is ``+D`` everywhere and a class filling it ``-D`` e
 array's diagonal in mm); never inf or NaN.
 """
 
-from .maps import caliva_penalty, ni_dm
+from .maps import caliva_penalty, caliva_penalty_of_sdm, ni_dm
 from .normalise import normalise_xue, truncate
-from .signed import signed_distance, signed_distance_masks, truncated_signed_distance
+from .signed import (
+    certified_signed_distance,
+    signed_distance,
+    signed_distance_masks,
+    truncated_signed_distance,
+)
 
 __all__ = [
+    "certified_signed_distance",
     "signed_distance",
     "signed_distance_masks",
     "truncated_signed_distance",
@@ -18,4 +24,5 @@ __all__ = [
     "truncate",
     "ni_dm",
     "caliva_penalty",
+    "caliva_penalty_of_sdm",
 ]

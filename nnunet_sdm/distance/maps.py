@@ -29,7 +29,7 @@ from ._common import (
 )
 from .signed import signed_distance
 
-__all__ = ["ni_dm", "caliva_penalty"]
+__all__ = ["ni_dm", "caliva_penalty", "caliva_penalty_of_sdm"]
 
 _CONNECTIVITIES = {2: (4, 8), 3: (6, 18, 26)}
 
@@ -221,21 +221,47 @@ def _inverted_torch(dist: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     return torch.where(region, value, 0.0)
 
 
-def _caliva_penalty_torch(sdm: torch.Tensor, per_class: bool) -> torch.Tensor:
-    """Phi from ``(B, K, *spatial)`` SDMs on their device; the same rules as the numpy path."""
+def _caliva_penalty_torch(
+    sdm: torch.Tensor, per_class: bool, certified: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Phi from ``(B, K, *spatial)`` SDMs on their device; the same rules as the numpy path.
+
+    ``certified`` (bool, like ``sdm``): only these voxels belong to a part (its min-max normalisation and
+    its Phi); the others get Phi = 0. The outside part of the one-map Phi needs every class certified."""
     inside = sdm < 0
     spatial_dims = tuple(range(2, sdm.ndim))
     present = inside.any(dim=spatial_dims, keepdim=True)  # (B, K, 1...)
     has_boundary = ~inside.all(dim=spatial_dims, keepdim=True)
-    inside_part = _inverted_torch(-sdm, inside & has_boundary)
+    ok = torch.ones_like(inside) if certified is None else certified.expand_as(inside)
+    inside_part = _inverted_torch(-sdm, inside & has_boundary & ok)
     if per_class:
-        out = inside_part + _inverted_torch(sdm, ~inside & present)
+        out = inside_part + _inverted_torch(sdm, ~inside & present & ok)
     else:
         union = inside.any(dim=1, keepdim=True)
         any_present = present.any(dim=1, keepdim=True)
-        outside = _inverted_torch(sdm.amin(dim=1, keepdim=True), ~union & any_present)
+        all_ok = ok.all(dim=1, keepdim=True)
+        outside = _inverted_torch(sdm.amin(dim=1, keepdim=True), ~union & any_present & all_ok)
         out = inside_part.sum(dim=1, keepdim=True) + outside
     return out.clamp_(0.0, 1.0)
+
+
+def caliva_penalty_of_sdm(
+    sdm: torch.Tensor, *, per_class: bool = False, certified: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``caliva_penalty`` from SDMs already computed (``(B, K, *spatial)`` tensor in mm, any device).
+
+    With ``certified`` (bool, same shape; ``certified_signed_distance`` under nnU-Net's ignore label) only
+    the certified voxels form the parts that are min-max normalised; the others get Phi = 0 (the plain,
+    unpenalised cross-entropy weight 1), so unknown labels never shape the penalty.
+
+    Returns:
+        float32 in [0, 1], ``(B, 1, *spatial)`` (``(B, K, *spatial)`` if ``per_class``).
+    """
+    if not isinstance(sdm, torch.Tensor) or sdm.ndim not in (4, 5) or not sdm.is_floating_point():
+        raise ValueError("sdm must be a float (B, K, *spatial) torch tensor with 2 or 3 spatial axes")
+    if certified is not None and (certified.dtype != torch.bool or certified.shape != sdm.shape):
+        raise ValueError(f"certified must be a bool tensor of the sdm's shape {tuple(sdm.shape)}")
+    return _caliva_penalty_torch(sdm.float(), per_class, certified)
 
 
 def caliva_penalty(

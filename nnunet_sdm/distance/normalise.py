@@ -19,7 +19,7 @@ def _check_float(x: ArrayLike, name: str) -> None:
         raise ValueError(f"{name} must have a floating-point dtype (a signed distance map), got {x.dtype}")
 
 
-def normalise_xue(sdm: ArrayLike, spatial_dims: int) -> ArrayLike:
+def normalise_xue(sdm: ArrayLike, spatial_dims: int, mask: ArrayLike | None = None) -> ArrayLike:
     """Normalise an SDM to [-1, 1] per sample and class (Xue et al. 2020, section "SDM Learning").
 
     Xue et al. "normalize the phi(x) [eq. 2] to be in the range [-1, 1] for each input image ... by
@@ -39,6 +39,9 @@ def normalise_xue(sdm: ArrayLike, spatial_dims: int) -> ArrayLike:
         sdm: float SDM, numpy or torch, shape ``(C, *spatial)`` or ``(B, C, *spatial)`` (batched iff
             ``sdm.ndim == spatial_dims + 2``); values must be finite.
         spatial_dims: number of spatial axes, 2 or 3.
+        mask: optional bool array of ``sdm``'s shape (or one channel of it): only these voxels set ``P``
+            and ``N`` (e.g. the voxels whose distance is certified under nnU-Net's ignore label,
+            ``certified_signed_distance``); every voxel is still divided.
 
     Returns:
         Same shape, dtype, container and device as ``sdm``.
@@ -52,8 +55,20 @@ def normalise_xue(sdm: ArrayLike, spatial_dims: int) -> ArrayLike:
     x = t if batched else t[None]
     check_spatial_shape(tuple(x.shape[2:]), "sdm")
     v = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
-    pos_max = v.amax(dim=2, keepdim=True)
-    neg_min = v.amin(dim=2, keepdim=True)
+    counted = v
+    if mask is not None:
+        m, _ = as_tensor(mask)
+        m = (m if batched else m[None]).to(device=v.device, dtype=torch.bool)
+        if (
+            m.ndim != x.ndim
+            or m.shape[0] != x.shape[0]
+            or m.shape[2:] != x.shape[2:]
+            or m.shape[1] not in (1, x.shape[1])
+        ):
+            raise ValueError(f"mask: shape {tuple(mask.shape)} does not match the sdm's {tuple(sdm.shape)}")
+        counted = torch.where(m.expand_as(x).reshape(v.shape), v, torch.zeros_like(v))
+    pos_max = counted.amax(dim=2, keepdim=True)
+    neg_min = counted.amin(dim=2, keepdim=True)
     one = torch.ones((), dtype=v.dtype, device=v.device)
     pos_div = torch.where(pos_max > 0, pos_max, one)
     neg_div = torch.where(neg_min < 0, -neg_min, one)

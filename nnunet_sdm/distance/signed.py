@@ -45,7 +45,12 @@ from ._common import (
 from ._edt_cpu import signed_edt_numpy
 from ._edt_torch import DEFAULT_CHUNK_CPU, DEFAULT_CHUNK_DEVICE, signed_edt_torch
 
-__all__ = ["signed_distance", "signed_distance_masks", "truncated_signed_distance"]
+__all__ = [
+    "certified_signed_distance",
+    "signed_distance",
+    "signed_distance_masks",
+    "truncated_signed_distance",
+]
 
 
 def signed_distance(
@@ -161,6 +166,77 @@ def signed_distance_masks(
     m = m.bool() if isinstance(m, torch.Tensor) else m.astype(bool, copy=False)
     out = _signed_from_masks(m, spacing_t, backend, max_chunk_elements)
     return out if batched else out[0]
+
+
+def certified_signed_distance(
+    masks: torch.Tensor,
+    known: torch.Tensor | None,
+    spacing: Sequence[float],
+    *,
+    tau: float | None = None,
+    backend: str = "auto",
+    max_chunk_elements: int | None = None,
+    tolerance_mm: float = 1e-4,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SDMs of masks that are known only on part of the array (nnU-Net's ignore label), and where they hold.
+
+    The SDM is monotone in the mask (a larger mask has a smaller SDM everywhere), so every completion of
+    the unknown voxels gives an SDM between two bounds: ``lo``, the SDM of ``masks | ~known`` (every
+    unknown voxel inside), and ``hi``, the SDM of ``masks & known`` (every unknown voxel outside), and
+    both are completions. A voxel is *certified* where the bounds agree: there the value is the same
+    whatever the unknown voxels are. This is exact (a voxel with ``lo < hi`` has two completions with
+    different values) and is never true on an unknown voxel (``lo < 0 < hi`` there). Unknown voxels are
+    never treated as background: the value returned is ``hi``, used only where it is certified.
+
+    Args:
+        masks: bool ``(B, K, *spatial)`` tensor, the known foreground of each class or region (its value
+            on unknown voxels is not read).
+        known: bool ``(B, 1, *spatial)`` (or ``(B, K, *spatial)``) tensor, True where the label is known;
+            None: all known (then one transform, and ``certified`` is None).
+        spacing: mm per spatial axis.
+        tau: if given, the truncated map ``clamp(sdm / tau, -1, 1)`` (``truncated_signed_distance``;
+            certified where the clamped bounds agree, i.e. also where both lie beyond ``tau``).
+        backend, max_chunk_elements: as in ``signed_distance``.
+        tolerance_mm: bounds closer than this (mm) agree (the two transforms may round differently).
+
+    Returns:
+        ``(sdm, certified)``: float32 ``(B, K, *spatial)`` (mm, or in [-1, 1] with ``tau``) and bool of the
+        same shape (None when ``known`` is None), on the masks' device.
+    """
+    if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
+        raise ValueError(f"masks must be a bool torch tensor (B, K, *spatial), got {type(masks).__name__}")
+    spacing_t = check_spacing(spacing)
+    check_backend(backend)
+    _check_chunk(max_chunk_elements)
+    if masks.ndim != len(spacing_t) + 2:
+        raise ValueError(
+            f"masks: expected shape (B, K, *spatial) for a {len(spacing_t)}-D spacing, got {tuple(masks.shape)}"
+        )
+    check_spatial_shape(tuple(masks.shape[2:]), "masks")
+    if tau is not None:
+        tau = check_positive("tau (mm)", tau)
+
+    def transform(m: torch.Tensor) -> torch.Tensor:
+        out = _signed_from_masks(m, spacing_t, backend, max_chunk_elements, band_mm=tau)
+        return out if tau is None else out.div_(tau).clamp_(-1.0, 1.0)
+
+    if known is None:
+        return transform(masks), None
+    if (
+        known.dtype != torch.bool
+        or known.ndim != masks.ndim
+        or known.shape[0] != masks.shape[0]
+        or known.shape[2:] != masks.shape[2:]
+    ):
+        raise ValueError(
+            f"known must be a bool tensor of shape (B, 1 or K, *spatial) matching masks {tuple(masks.shape)}, "
+            f"got {known.dtype} {tuple(known.shape)}"
+        )
+    hi = transform(masks & known)
+    lo = transform(masks | ~known)
+    tolerance = tolerance_mm if tau is None else tolerance_mm / tau
+    certified = (hi - lo) <= tolerance
+    return hi, certified
 
 
 def _checked_labels(labels, spacing, classes, backend, max_chunk_elements):

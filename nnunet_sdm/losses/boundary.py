@@ -59,7 +59,9 @@ class BoundaryLoss(nn.Module):
     - ``probabilities``: (B, K, *spatial) softmax probabilities of the K foreground classes;
     - ``phi``: (B, K, *spatial) signed distance maps of the classes' ground truth, negative inside, no
       zeros (``nnunet_sdm.distance.signed_distance``); a target, no gradient flows into it;
-    - ``mask``: optional (B, 1, *spatial) (or (B, *spatial)), non-zero = counted.
+    - ``mask``: optional (B, 1, *spatial) (or (B, *spatial)), non-zero = counted; or (B, K, *spatial) per
+      class (e.g. the certified voxels of each class under nnU-Net's ignore label): the mean is then over
+      the voxels where any class counts.
 
     Returns the scalar mean over the counted voxels (0 if none), float32.
     """
@@ -70,11 +72,18 @@ class BoundaryLoss(nn.Module):
         check_same_shape("BoundaryLoss(probabilities, phi)", probabilities, phi)
         phi = phi.detach().float()
         inside = (phi < 0).float()
-        per_voxel = (phi * (probabilities.float() - inside)).sum(1)  # (B, *spatial)
+        per_class = phi * (probabilities.float() - inside)  # (B, K, *spatial)
         if mask is None:
-            return per_voxel.mean()
-        if mask.ndim == per_voxel.ndim + 1:
-            mask = mask[:, 0]
-        check_same_shape("BoundaryLoss(mask, voxels)", mask, per_voxel)
-        counted = (mask != 0).float()
-        return (per_voxel * counted).sum() / counted.sum().clamp_min(1.0)
+            return per_class.sum(1).mean()
+        if mask.ndim == per_class.ndim - 1:
+            mask = mask[:, None]
+        if mask.ndim != per_class.ndim or mask.shape[1] not in (1, per_class.shape[1]):
+            raise ValueError(
+                f"BoundaryLoss: mask must have shape (B, 1 or K, *spatial), got {tuple(mask.shape)} "
+                f"for probabilities {tuple(probabilities.shape)}"
+            )
+        check_same_shape("BoundaryLoss(mask, voxels)", mask[:, 0], per_class[:, 0])
+        counted = (mask != 0).expand_as(per_class)
+        # a voxel counts once if any of its classes does; a class counts there only where its mask says
+        voxels = counted.any(1).float()
+        return (per_class * counted.float()).sum() / voxels.sum().clamp_min(1.0)

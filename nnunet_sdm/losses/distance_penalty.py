@@ -83,3 +83,42 @@ class DistancePenalisedCrossEntropy(nn.Module):
         ce = F.cross_entropy(logits.float(), torch.where(counted, labels, 0), reduction="none")
         counted = counted.float()
         return (weight * ce * counted).sum() / counted.sum().clamp_min(1.0)
+
+
+class DistancePenalisedBinaryCrossEntropy(nn.Module):
+    """Eq. 2 of Calivá et al. 2019 for nnU-Net's region-based training: per region channel r, the binary
+    cross-entropy of its sigmoid weighted by (1 + Phi_r), Phi_r the penalty map of region r alone
+    (``caliva_penalty(..., per_class=True)`` / ``caliva_penalty_of_sdm``):
+
+        L = 1/N sum_i sum_r (1 + Phi_{r,i}) BCE(z_{r,i}, y_{r,i}) / R            (no mask: mean over elements)
+        L = sum_i m_i sum_r (1 + Phi_{r,i}) BCE(z_{r,i}, y_{r,i}) / sum_i m_i    (mask m, e.g. the ignore label)
+
+    Regions overlap (BraTS's nested tumour regions), so there is no softmax over classes and one map per
+    region replaces the paper's one map per image. Both reductions are nnU-Net's own for its BCE
+    (``DC_and_BCE_loss``: the element mean, and with the ignore label the masked sum over regions and voxels
+    divided by the counted voxels), so with Phi = 0 this is exactly stock's BCE term.
+
+    ``forward(logits, targets, penalty, mask=None)``: logits (B, R, *spatial), targets of the same shape
+    (bool or 0/1), penalty (B, R, *spatial) >= 0, mask (B, 1, *spatial) non-zero = counted. Float32.
+    """
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        penalty: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        for name, x in (("targets", targets), ("penalty", penalty)):
+            if tuple(x.shape) != tuple(logits.shape):
+                raise ValueError(
+                    f"{name}: shape {tuple(x.shape)} does not match the logits' {tuple(logits.shape)}"
+                )
+        weight = 1.0 + penalty.detach().float()
+        bce = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+        if mask is None:
+            return (weight * bce).mean()
+        if mask.ndim != logits.ndim or mask.shape[1] != 1 or mask.shape[2:] != logits.shape[2:]:
+            raise ValueError(f"mask: expected shape (B, 1, *spatial), got {tuple(mask.shape)}")
+        counted = (mask != 0).float()
+        return (weight * bce * counted).sum() / counted.sum().clamp_min(1e-8)

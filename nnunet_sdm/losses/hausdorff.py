@@ -37,11 +37,17 @@ def boundary_distance(masks: torch.Tensor, spacing: Sequence[float]) -> torch.Te
     ``masks``: bool (B, K, *spatial) on any device; returns float32 of the same shape and device
     (computed on that device by ``signed_distance_masks``; no gradient).
     """
-    masks = masks.bool()
-    distance = signed_distance_masks(masks, spacing).abs()
-    flat = masks.reshape(masks.shape[0], masks.shape[1], -1)
+    return boundary_distance_of_sdm(signed_distance_masks(masks.bool(), spacing))
+
+
+@torch.no_grad()
+def boundary_distance_of_sdm(sdm: torch.Tensor) -> torch.Tensor:
+    """``boundary_distance`` from SDMs already computed ((B, K, *spatial), negative inside): ``|sdm|``,
+    and 0 for a channel without boundary (no sign change in the patch)."""
+    flat = (sdm < 0).reshape(sdm.shape[0], sdm.shape[1], -1)
     has_boundary = flat.any(-1) & ~flat.all(-1)  # (B, K)
-    view = has_boundary.view(*has_boundary.shape, *([1] * (masks.ndim - 2)))
+    view = has_boundary.view(*has_boundary.shape, *([1] * (sdm.ndim - 2)))
+    distance = sdm.float().abs()
     return torch.where(view, distance, torch.zeros_like(distance))
 
 

@@ -13,6 +13,13 @@
 - ``train_step`` / ``validation_step``: nnU-Net's, with the head switch and the extra terms;
 - start-up checks of the dataset layout and of the trainer's settings.
 
+Every kind of nnU-Net dataset (DESIGN.md): label maps, region-based datasets (``regions_class_order``,
+BraTS-style nested regions: one sigmoid channel, one SDM and stock's Dice + BCE per region) and the
+ignore label (sparse annotation: stock's losses mask it as nnU-Net does; distance targets are certified,
+``certified_signed_distance``, and the distance terms count only certified voxels). A trainer whose paper
+is not defined on one of them says so in ``supports_regions`` / ``supports_ignore_label`` and stops at
+start-up, naming the trainers that do support it.
+
 Each paper's module defines only its class attributes, its loss and, where needed, its targets.
 """
 
@@ -26,8 +33,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss, get_tp_fp_fn_tn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -36,43 +43,78 @@ from torch import autocast, nn
 from torch import distributed as dist
 
 from nnunet_sdm.checks import Rule, integer, one_of, optional, positive
-from nnunet_sdm.distance import normalise_xue, signed_distance, truncated_signed_distance
+from nnunet_sdm.distance import certified_signed_distance, normalise_xue
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
 from nnunet_sdm.plots import loss_terms_plot
 
 
-# ---- nnU-Net's own losses, configured as nnUNetTrainer._build_loss does for label datasets -------------
-def nnunet_dice_ce_loss(trainer: nnUNetTrainer) -> DC_and_CE_loss:
-    """nnU-Net's Dice + CE for label maps: target (B, 1, *spatial); value CE - soft Dice (foreground)."""
-    loss = DC_and_CE_loss(
-        {
-            "batch_dice": trainer.configuration_manager.batch_dice,
-            "smooth": 1e-5,
-            "do_bg": False,
-            "ddp": trainer.is_ddp,
-        },
-        {},
-        weight_ce=1,
-        weight_dice=1,
-        ignore_label=trainer.label_manager.ignore_label,
-        dice_class=MemoryEfficientSoftDiceLoss,
-    )
+# ---- nnU-Net's own losses, configured as nnUNetTrainer._build_loss does ------------------------------
+def nnunet_dice_ce_loss(trainer: nnUNetTrainer) -> nn.Module:
+    """nnU-Net's segmentation loss, built exactly as ``nnUNetTrainer._build_loss`` (before its
+    deep-supervision wrapper): Dice + CE for label maps (target (B, 1, *spatial), ignore label masked),
+    Dice + BCE for regions (target (B, R [+ 1 ignore channel], *spatial))."""
+    manager = trainer.label_manager
+    dice_kwargs = {
+        "batch_dice": trainer.configuration_manager.batch_dice,
+        "smooth": 1e-5,
+        "ddp": trainer.is_ddp,
+    }
+    if manager.has_regions:
+        loss = DC_and_BCE_loss(
+            {},
+            {**dice_kwargs, "do_bg": True},
+            use_ignore_label=manager.ignore_label is not None,
+            dice_class=MemoryEfficientSoftDiceLoss,
+        )
+    else:
+        loss = DC_and_CE_loss(
+            {**dice_kwargs, "do_bg": False},
+            {},
+            weight_ce=1,
+            weight_dice=1,
+            ignore_label=manager.ignore_label,
+            dice_class=MemoryEfficientSoftDiceLoss,
+        )
     if trainer._do_i_compile():
         loss.dc = torch.compile(loss.dc)
     return loss
 
 
+class NNUNetSoftDice(nn.Module):
+    """nnU-Net's soft Dice term alone, as the ``dc`` of ``DC_and_CE_loss`` / ``DC_and_BCE_loss`` computes
+    it from the loader's target: softmax and foreground classes for label maps, sigmoid and every
+    region for regions; ignore-label voxels masked out as those losses do. Value: -mean soft Dice."""
+
+    def __init__(self, dice: nn.Module, regions: bool, ignore_label: int | None) -> None:
+        super().__init__()
+        self.dc = dice
+        self.regions = regions
+        self.ignore_label = ignore_label
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = None
+        if self.ignore_label is not None:
+            if self.regions:
+                mask, target = ~target[:, -1:].bool(), target[:, :-1]
+            else:
+                mask = target != self.ignore_label
+                target = torch.where(mask, target, 0)
+        return self.dc(logits, target, loss_mask=mask)
+
+
 def nnunet_soft_dice_loss(trainer: nnUNetTrainer) -> nn.Module:
-    """nnU-Net's soft Dice alone (the ``dc`` of ``nnunet_dice_ce_loss``): -mean foreground soft Dice."""
+    """nnU-Net's soft Dice alone (the ``dc`` of ``nnunet_dice_ce_loss``), see :class:`NNUNetSoftDice`."""
+    regions = trainer.label_manager.has_regions
     dice = MemoryEfficientSoftDiceLoss(
-        apply_nonlin=softmax_helper_dim1,
+        apply_nonlin=torch.sigmoid if regions else softmax_helper_dim1,
         batch_dice=trainer.configuration_manager.batch_dice,
-        do_bg=False,
+        do_bg=regions,
         smooth=1e-5,
         ddp=trainer.is_ddp,
     )
-    return torch.compile(dice) if trainer._do_i_compile() else dice
+    dice = torch.compile(dice) if trainer._do_i_compile() else dice
+    return NNUNetSoftDice(dice, regions, trainer.label_manager.ignore_label)
 
 
 def term_gradient_norms_of(
@@ -135,21 +177,33 @@ class CheckpointError(RuntimeError):
 
 
 CHECKPOINT_EXTRAS_KEY = "nnunet_sdm"
+#: key of the plans (written to the model folder's plans.json by nnU-Net) that tells
+#: ``build_network_architecture`` -- which the predictor calls with the plans only -- that the dataset is
+#: region-based, so the SDM head has one channel per region instead of one per foreground label
+PLANS_KEY = "nnunet_sdm"
 
 
 @dataclass
 class ScaleTarget:
-    """Targets of one deep-supervision scale, all on the training device."""
+    """Targets of one deep-supervision scale, all on the training device.
 
-    labels: torch.Tensor  # (B, *spatial) int64 label map
-    classes: tuple[int, ...]  # the foreground labels, one channel each in ``onehot`` and ``distance``
+    ``masks`` has one channel per foreground label (label maps) or per region (region-based datasets),
+    in the order of the SDM head's channels; ``known`` is False on voxels with nnU-Net's ignore label.
+    """
+
+    loss_target: torch.Tensor  # as the loader delivers it: what nnU-Net's own losses take
+    masks: torch.Tensor  # (B, K, *spatial) bool
     spacing: tuple[float, ...]  # mm per voxel at this scale
+    labels: torch.Tensor | None = None  # (B, *spatial) int64 label map (label datasets; ignore label kept)
+    known: torch.Tensor | None = None  # (B, 1, *spatial) bool, None: every label known
     distance: torch.Tensor | None = None  # (B, K or 1, *spatial) the method's distance target, if any
+    #: (B, K, *spatial) bool: where ``distance`` holds whatever the unknown labels are (None: everywhere)
+    certified: torch.Tensor | None = None
 
     @cached_property
     def onehot(self) -> torch.Tensor:
-        """(B, K, *spatial) float, one channel per foreground label; made only for losses that use it."""
-        return torch.stack([self.labels == c for c in self.classes], dim=1).float()
+        """(B, K, *spatial) float, one channel per foreground label or region; made only when used."""
+        return self.masks.float()
 
 
 class nnUNetTrainerDistanceBase(nnUNetTrainer):
@@ -161,6 +215,12 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     has_sdm_head: bool = True
     #: the loss needs a distance target (``distance_target``) at every scale
     uses_distance_targets: bool = True
+    #: the data loader delivers the distance targets as extra target channels (``SDMTargetTransform``)
+    distance_targets_in_loader: bool = False
+    #: dataset kinds the method is defined on; where not, why (said at start-up)
+    supports_regions: bool = True
+    supports_ignore_label: bool = True
+    unsupported_reason: str = ""
     #: SDM targets truncated at this many mm, ``clamp(sdm / tau, -1, 1)`` (None: the full map, normalised
     #: by ``normalise_sdm``)
     truncation_mm: float | None = None
@@ -208,24 +268,58 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         nnU-Net's ``__init__`` signature, which the predictor and DDP call)."""
 
     # ---- start-up checks -------------------------------------------------------------------
+    @classmethod
+    def trainers_supporting(cls, setting: str) -> list[str]:
+        """Names of the runnable trainers of this project that support ``setting`` ("supports_regions"
+        or "supports_ignore_label"), for the start-up message of those that do not."""
+        import importlib
+        import pkgutil
+
+        import nnunet_sdm.training as package
+
+        for module in pkgutil.iter_modules(package.__path__):  # every paper's module defines its trainers
+            importlib.import_module(f"{package.__name__}.{module.name}")
+        found, stack = set(), [nnUNetTrainerDistanceBase]
+        while stack:
+            klass = stack.pop()
+            stack.extend(klass.__subclasses__())
+            if (
+                klass.__name__.startswith("nnUNetTrainer")
+                and "Base" not in klass.__name__
+                and getattr(klass, setting)
+            ):
+                found.add(klass.__name__)
+        return sorted(found)
+
     def _check_dataset_supported(self) -> None:
         name = type(self).__name__
         dataset = self.plans_manager.dataset_name
-        if self.label_manager.has_regions:
-            raise UnsupportedSetupError(
-                f"{name}: dataset {dataset} is region-based (dataset.json 'regions_class_order'); "
-                f"{name} trains on label maps only. Use nnUNetTrainer for region-based datasets."
-            )
-        if self.label_manager.has_ignore_label:
-            raise UnsupportedSetupError(
-                f"{name}: dataset {dataset} has an ignore label ({self.label_manager.ignore_label}); "
-                f"distances to a partly unknown boundary are undefined, so {name} does not support it."
-            )
-        labels = [int(c) for c in self.label_manager.all_labels]
+        manager = self.label_manager
+        for present, setting, what in (
+            (manager.has_regions, "supports_regions", "is region-based (dataset.json 'regions_class_order')"),
+            (
+                manager.has_ignore_label,
+                "supports_ignore_label",
+                f"has an ignore label ({manager.ignore_label})",
+            ),
+        ):
+            if present and not getattr(self, setting):
+                raise UnsupportedSetupError(
+                    f"{name}: dataset {dataset} {what}, which {name} does not support: {self.unsupported_reason} "
+                    f"Trainers that support it: nnUNetTrainer, {', '.join(self.trainers_supporting(setting))}."
+                )
+        labels = [int(c) for c in manager.all_labels]
         if labels != list(range(len(labels))):
             raise UnsupportedSetupError(
                 f"{name}: dataset {dataset} has labels {labels}; nnU-Net needs consecutive labels 0..N."
             )
+        if manager.has_regions:
+            # read back by build_network_architecture, also in the predictor (plans.json of the model folder)
+            self.plans_manager.plans.setdefault(PLANS_KEY, {})["region_based"] = True
+
+    @property
+    def region_based(self) -> bool:
+        return self.label_manager.has_regions
 
     @classmethod
     def declared_setting_rules(cls) -> dict[str, Rule]:
@@ -274,9 +368,13 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        # Label datasets only (checked at start-up): num_output_channels = background + foreground.
+        # label maps: num_output_channels = background + foreground labels, one SDM per foreground label;
+        # regions (flagged in the plans at start-up): one sigmoid channel and one SDM per region
+        region_based = bool(plans_manager.plans.get(PLANS_KEY, {}).get("region_based", False))
         num_seg = num_output_channels if cls.has_segmentation_head else 0
-        num_sdm = num_output_channels - 1 if cls.has_sdm_head else 0
+        num_sdm = (
+            (num_output_channels if region_based else num_output_channels - 1) if cls.has_sdm_head else 0
+        )
         # With a segmentation head, build the stock network first (the same weights as nnUNetTrainer from
         # the same random state, segmentation rows included), then append the SDM rows.
         widen = num_seg > 0 and num_sdm > 0
@@ -336,37 +434,74 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         spacing = self.configuration_manager.spacing[-len(full_shape) :]
         return tuple(float(s) * f / d for s, f, d in zip(spacing, full_shape, scale_shape))
 
-    def normalise_sdm(self, sdm_mm: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-        """Normalisation of the full SDM target; Xue et al.: per sample and class to [-1, 1]."""
-        return normalise_xue(sdm_mm, spatial_dims=spatial_dims)
+    def normalise_sdm(
+        self, sdm_mm: torch.Tensor, spatial_dims: int, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Normalisation of the full SDM target; Xue et al.: per sample and class to [-1, 1] (under the
+        ignore label by the largest certified distances, ``mask``)."""
+        return normalise_xue(sdm_mm, spatial_dims=spatial_dims, mask=mask)
 
-    def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
-        """The method's distance map of one scale's labels (B, *spatial) -> (B, K or 1, *spatial).
+    def distance_target(self, target: ScaleTarget) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The method's distance map of one scale's ``target.masks`` -> ``(distance, certified)``:
+        (B, K or 1, *spatial), and where it holds whatever the ignore-label voxels are (None: everywhere).
 
-        Default: per foreground class, the SDM truncated at ``truncation_mm`` (``clamp(sdm / tau, -1, 1)``,
-        computed in its band only, stored in float16: values in [-1, 1] to 2.5e-4) if that is set, else
-        the exact SDM in mm normalised by ``normalise_sdm``.
+        The exact SDM of every foreground label or region (``certified_signed_distance``: truncated at
+        ``truncation_mm`` if set, computed in its band only; else in mm), then ``distance_from_sdm``.
         """
-        classes, backend = self.foreground_labels, self.sdm_backend
+        sdm, certified = certified_signed_distance(
+            target.masks, target.known, target.spacing, tau=self.truncation_mm, backend=self.sdm_backend
+        )
+        return self.distance_from_sdm(sdm, certified, target.spacing), certified
+
+    def distance_from_sdm(
+        self, sdm: torch.Tensor, certified: torch.Tensor | None, spacing: tuple[float, ...]
+    ) -> torch.Tensor:
+        """The method's target from the SDM: the truncated SDM in float16 (values in [-1, 1] to 2.5e-4),
+        else the SDM in mm normalised by ``normalise_sdm``."""
         if self.truncation_mm is not None:
-            target = truncated_signed_distance(labels, spacing, classes, self.truncation_mm, backend=backend)
-            return target.to(torch.float16)
-        return self.normalise_sdm(signed_distance(labels, spacing, classes, backend=backend), len(spacing))
+            return sdm.to(torch.float16)
+        return self.normalise_sdm(sdm, len(spacing), certified)
 
     def needs_distance_target(self, full_resolution: bool) -> bool:
         """Whether a scale's loss uses ``distance_target`` (all scales by default)."""
         return self.uses_distance_targets
 
-    def make_scale_target(self, target: torch.Tensor, full_shape) -> ScaleTarget:
+    def split_target(self, target: torch.Tensor) -> ScaleTarget:
+        """The loader's target of one scale as masks per foreground label or region (no distances yet).
+
+        Label maps: (B, 1, *spatial) labels, the ignore label (if any) marking unknown voxels. Regions:
+        (B, R, *spatial) bool, plus nnU-Net's ignore channel last (``ConvertSegmentationToRegionsTransform``
+        with the ignore label appended).
+        """
+        manager = self.label_manager
+        spacing = ()
+        if manager.has_regions:
+            num_regions = len(manager.foreground_regions)
+            masks = target[:, :num_regions].bool()
+            known = ~target[:, num_regions:].bool() if manager.has_ignore_label else None
+            return ScaleTarget(target, masks, spacing, known=known)
         labels = target[:, 0].long()
-        spacing = self.scale_spacing(full_shape, labels.shape[1:])
+        masks = torch.stack([labels == c for c in self.foreground_labels], dim=1)
+        known = (labels != manager.ignore_label)[:, None] if manager.has_ignore_label else None
+        return ScaleTarget(target, masks, spacing, labels=labels, known=known)
+
+    def make_scale_target(self, target: torch.Tensor, full_shape) -> ScaleTarget:
         distance = None
-        with torch.no_grad():
-            if target.shape[1] > 1:  # made in the data-loader workers (SDMTargetTransform)
-                distance = target[:, 1:].float()
-            elif self.needs_distance_target(tuple(labels.shape[1:]) == tuple(full_shape)):
-                distance = self.distance_target(labels, spacing)
-        return ScaleTarget(labels, tuple(self.foreground_labels), spacing, distance)
+        if self.distance_targets_in_loader:  # label channel, then the SDMs made by SDMTargetTransform
+            expected = 1 + len(self.foreground_labels)
+            if target.shape[1] != expected:
+                raise ValueError(
+                    f"{type(self).__name__}: the loader's target has {target.shape[1]} channels, expected {expected} "
+                    "(labels + one SDM per foreground class from SDMTargetTransform in the data-loader transforms)"
+                )
+            target, distance = target[:, :1], target[:, 1:].float()
+        scale = self.split_target(target)
+        scale.spacing = self.scale_spacing(full_shape, target.shape[2:])
+        if distance is None and self.needs_distance_target(tuple(target.shape[2:]) == tuple(full_shape)):
+            with torch.no_grad():
+                distance, scale.certified = self.distance_target(scale)
+        scale.distance = distance
+        return scale
 
     def make_scale_targets(self, targets: list[torch.Tensor]) -> dict[int, ScaleTarget]:
         """The targets of every deep-supervision scale that has a weight, keyed by scale."""
@@ -500,20 +635,50 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         data, targets = self._to_device(batch)
         with self._autocast():
             outputs, scale_targets, terms = self.forward_and_loss(data, targets)
-        # pseudo Dice of the full-resolution output, as nnU-Net computes it
         logits = unwrap(self.network).logits(outputs[0])
-        target = (
-            scale_targets[0] if 0 in scale_targets else self.make_scale_target(targets[0], data.shape[2:])
-        )
-        predicted = logits.argmax(1)
-        predicted_onehot = torch.stack([predicted == c for c in self.foreground_labels], 1).float()
-        axes = (0, *range(2, predicted_onehot.ndim))
-        tp = (predicted_onehot * target.onehot).sum(axes)
-        fp = (predicted_onehot * (1 - target.onehot)).sum(axes)
-        fn = ((1 - predicted_onehot) * target.onehot).sum(axes)
+        tp, fp, fn = self.pseudo_dice_counts(logits, targets[0])
         result = terms_to_host(terms)
         result.update(tp_hard=tp.cpu().numpy(), fp_hard=fp.cpu().numpy(), fn_hard=fn.cpu().numpy())
         return result
+
+    def pseudo_dice_counts(self, logits: torch.Tensor, target: torch.Tensor):
+        """tp, fp, fn per foreground label or region of the full-resolution output, exactly as
+        ``nnUNetTrainer.validation_step`` counts them (ignore-label voxels masked)."""
+        manager = self.label_manager
+        if self.distance_targets_in_loader:
+            target = target[:, :1]
+        axes = [0, *range(2, logits.ndim)]
+        if manager.has_regions:
+            predicted = (torch.sigmoid(logits) > 0.5).long()
+        else:
+            predicted = torch.zeros(logits.shape, device=logits.device, dtype=torch.float16)
+            predicted.scatter_(1, logits.argmax(1)[:, None], 1)
+        mask = None
+        if manager.has_ignore_label:
+            if manager.has_regions:
+                mask, target = ~target[:, -1:].bool(), target[:, :-1]
+            else:
+                mask = (target != manager.ignore_label).float()
+                target = torch.where(target == manager.ignore_label, 0, target)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(predicted, target, axes=axes, mask=mask)
+        if not manager.has_regions:  # no background Dice
+            tp, fp, fn = tp[1:], fp[1:], fn[1:]
+        return tp, fp, fn
+
+    # ---- what the segmentation head predicts, for the losses that need it -------------------------
+    def foreground_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, K, *spatial) probabilities of each foreground label (softmax without the background) or
+        region (sigmoid), in the order of ``ScaleTarget.masks``; float32."""
+        if self.region_based:
+            return torch.sigmoid(logits.float())
+        return torch.softmax(logits.float(), 1)[:, 1:]
+
+    def predicted_masks(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, K, *spatial) bool: the segmentation the predictor makes, per foreground label or region."""
+        if self.region_based:
+            return logits > 0
+        predicted = logits.argmax(1)
+        return torch.stack([predicted == c for c in self.foreground_labels], dim=1)
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def checkpoint_extras(self) -> dict:

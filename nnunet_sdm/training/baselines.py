@@ -14,7 +14,10 @@
   lambda is kept in the checkpoints, so ``--c`` resumes with it. Set ``hd_lambda`` to a number for a
   fixed lambda.
 
-Both predict from the segmentation head (argmax of the logits), as stock nnU-Net.
+Both predict from the segmentation head (argmax of the logits), as stock nnU-Net. Region-based datasets: the
+probabilities are each region's sigmoid, the Dice (+ BCE) stock's region loss, and phi / d_q are per region.
+The ignore label: stock's losses mask it; phi and d_q come from the certified SDM and the boundary and HD
+terms count, per class, only the voxels where it is certified.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ import torch
 from torch import nn
 
 from nnunet_sdm.checks import non_negative, optional, positive
-from nnunet_sdm.distance import signed_distance
 from nnunet_sdm.losses.boundary import BoundaryLoss, check_alpha_schedule, rebalance_alpha
-from nnunet_sdm.losses.hausdorff import KARIMI_ALPHA, HausdorffDTLoss, boundary_distance
+from nnunet_sdm.losses.hausdorff import (
+    KARIMI_ALPHA,
+    HausdorffDTLoss,
+    boundary_distance,
+    boundary_distance_of_sdm,
+)
 from nnunet_sdm.network import SDMOutput
 from nnunet_sdm.training.base import (
     ScaleTarget,
@@ -35,11 +42,6 @@ from nnunet_sdm.training.base import (
     nnunet_soft_dice_loss,
     nnUNetTrainerDistanceBase,
 )
-
-
-def _foreground_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax probabilities of the foreground classes (labels 1..K = channels 1..K, checked by the base)."""
-    return torch.softmax(logits.float(), 1)[:, 1:]
 
 
 # ---- Kervadec et al.: boundary loss ------------------------------------------------------------------
@@ -72,13 +74,16 @@ class nnUNetTrainerBoundary(nnUNetTrainerDistanceBase):
     def build_scale_loss(self) -> nn.Module:
         return nn.ModuleDict({"dice": nnunet_soft_dice_loss(self), "boundary": BoundaryLoss()})
 
-    def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
+    def distance_from_sdm(
+        self, sdm: torch.Tensor, certified: torch.Tensor | None, spacing: tuple[float, ...]
+    ) -> torch.Tensor:
         # the raw SDM in mm (negative inside; -D / +D for a class filling / absent from the patch)
-        return signed_distance(labels, spacing, self.foreground_labels)
+        return sdm
 
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
-        dice = self.loss["dice"](output.seg, target.labels[:, None])
-        boundary = self.loss["boundary"](_foreground_probabilities(output.seg), target.distance)
+        dice = self.loss["dice"](output.seg, target.loss_target)
+        probabilities = self.foreground_probabilities(output.seg)
+        boundary = self.loss["boundary"](probabilities, target.distance, target.certified)
         alpha = self.boundary_alpha
         return {"loss": alpha * dice + (1 - alpha) * boundary, "dice": dice, "boundary": boundary}
 
@@ -106,10 +111,11 @@ class nnUNetTrainerHD(nnUNetTrainerDistanceBase):
     def build_scale_loss(self) -> nn.Module:
         return nn.ModuleDict({"dice_ce": nnunet_dice_ce_loss(self), "hd": HausdorffDTLoss(self.hd_alpha)})
 
-    def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
+    def distance_from_sdm(
+        self, sdm: torch.Tensor, certified: torch.Tensor | None, spacing: tuple[float, ...]
+    ) -> torch.Tensor:
         # d_q: unsigned distance (mm) to each class's ground-truth boundary, 0 without boundary
-        masks = torch.stack([labels == c for c in self.foreground_labels], dim=1)
-        return boundary_distance(masks, spacing)
+        return boundary_distance_of_sdm(sdm)
 
     @staticmethod
     def karimi_lambda(dice_ce: float, hd: float) -> float | None:
@@ -126,13 +132,15 @@ class nnUNetTrainerHD(nnUNetTrainerDistanceBase):
         return ((1.0 + dice_ce.detach().float()) / hd.detach().float().clamp_min(1e-8)).clamp_min(0.0)
 
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
-        dice_ce = self.loss["dice_ce"](output.seg, target.labels[:, None])
+        dice_ce = self.loss["dice_ce"](output.seg, target.loss_target)
         with torch.no_grad():
-            predicted = output.seg.argmax(1)
-            masks = torch.stack([predicted == c for c in self.foreground_labels], dim=1)
-            distance_pred = boundary_distance(masks, target.spacing)
+            distance_pred = boundary_distance(self.predicted_masks(output.seg), target.spacing)
         hd = self.loss["hd"](
-            _foreground_probabilities(output.seg), target.onehot, distance_pred, target.distance
+            self.foreground_probabilities(output.seg),
+            target.onehot,
+            distance_pred,
+            target.distance,
+            target.certified,
         )
         weight = self.current_hd_lambda(dice_ce, hd)
         return {"loss": dice_ce + weight * hd, "dice_ce": dice_ce, "hd": hd}

@@ -83,6 +83,14 @@ class nnUNetTrainerLiBase(nnUNetTrainerDistanceBase):
     has_segmentation_head = True
     has_sdm_head = False
     uses_distance_targets = True
+    supports_regions = False
+    supports_ignore_label = False
+    unsupported_reason = (
+        "Li et al.'s NI-DM normalises the distances of every connected component of a class by that component's "
+        "deepest voxel, and the LR-Net maps a complete softmax over mutually exclusive classes to it: with "
+        "unknown (ignore-label) voxels a component's extent and depth are unknown, and nested regions are "
+        "neither exclusive classes nor a softmax, so neither eq. 1 nor the LR-Net is defined there."
+    )
 
     #: the per-scale segmentation loss: "dice" (soft Dice) or "map_dice" (eq. 2)
     segmentation_loss: str = "dice"
@@ -126,9 +134,12 @@ class nnUNetTrainerLiBase(nnUNetTrainerDistanceBase):
             return MapDiceLoss(batch_dice=batch_dice, ddp=self.is_ddp, smooth=self.dice_smooth)
         return SoftDiceLoss(batch_dice=batch_dice, ddp=self.is_ddp, smooth=self.dice_smooth)
 
-    def distance_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
+    def ni_dm_target(self, labels: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
         """NI-DM (eq. 1) per foreground class, (B, K, *spatial) on the labels' device."""
         return ni_dm(labels, spacing, self.foreground_labels, offset=self.ni_dm_offset)
+
+    def distance_target(self, target: ScaleTarget) -> tuple[torch.Tensor, None]:
+        return self.ni_dm_target(target.labels, target.spacing), None
 
     def needs_distance_target(self, full_resolution: bool) -> bool:
         # MapDice needs the NI-DM at every scale, the LR-Net term at full resolution only
@@ -195,7 +206,7 @@ class nnUNetTrainerLiBase(nnUNetTrainerDistanceBase):
             target = next(self.dataloader_train)["target"]
             target = target[0] if isinstance(target, list) else target  # full resolution
             labels = target[:, 0].long().to(self.device, non_blocking=True)
-            phi = self.distance_target(labels, spacing[-(labels.ndim - 1) :])
+            phi = self.ni_dm_target(labels, spacing[-(labels.ndim - 1) :])
             onehot = F.one_hot(labels, num_classes).movedim(-1, 1).float()
             with torch.enable_grad():
                 predicted = self.lrnet(onehot)

@@ -32,6 +32,10 @@ Design (why each part is there):
   at a fraction of the Dice + CE gradient (the shares are logged each epoch in ``loss_terms.json``),
   instead of the 1:1 of the plain dual-head trainer whose L2 gradient competed with the segmentation.
 
+Region-based datasets: nnU-Net's Dice + BCE, one SDM per region and the sigmoid of each region logit in
+the consistency. The ignore label: stock's losses mask it; the SDM terms count only voxels whose truncated
+SDM is certified (the same whatever the unknown labels are); the consistency, label-free, counts all.
+
 Loss per deep-supervision scale (nnU-Net's weights), with w the ramp in [0, 1]::
 
     L = DiceCE(seg, y) + sdm_weight * (L2(sdm, t) + product(sdm, t))
@@ -89,7 +93,9 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
 
     def build_scale_loss(self) -> nn.Module:
         # L2, product and consistency in one pass that keeps nothing extra for backward (memory budget)
-        return nn.ModuleDict({"dice_ce": nnunet_dice_ce_loss(self), "sdm_head": SDMHeadTermsLoss()})
+        return nn.ModuleDict(
+            {"dice_ce": nnunet_dice_ce_loss(self), "sdm_head": SDMHeadTermsLoss(regions=self.region_based)}
+        )
 
     def distance_ramp(self) -> float:
         """w in [0, 1]: 0 at epoch 0, rising linearly to 1 at ``ramp_fraction * num_epochs``."""
@@ -117,9 +123,9 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
 
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
         terms = {
-            "dice_ce": self.loss["dice_ce"](output.seg, target.labels[:, None]),
+            "dice_ce": self.loss["dice_ce"](output.seg, target.loss_target),
             **self.loss["sdm_head"](
-                output.seg, output.sdm, target.distance, self.heaviside_k(target.spacing)
+                output.seg, output.sdm, target.distance, self.heaviside_k(target.spacing), target.certified
             ),
         }
         weights = self.loss_term_weights()

@@ -10,7 +10,9 @@ target) with an L2 loss ("We use L2 loss to regularize the regression task of th
     L = L_DiceCE(seg, labels) + sdm_head_weight * L2(sdm, normalised SDM),   sdm_head_weight = 1
 
 per deep-supervision scale with nnU-Net's weights. The paper gives no weight; 1 is the plain sum.
-Inference uses the segmentation head only (argmax of its logits), as stock nnU-Net.
+Inference uses the segmentation head only (argmax of its logits), as stock nnU-Net. Region-based datasets:
+stock's Dice + BCE and one SDM per region. The ignore label: stock's loss masks it, and the L2 counts only
+the voxels whose SDM is certified, normalised by the largest certified distances.
 """
 
 from __future__ import annotations
@@ -42,6 +44,6 @@ class nnUNetTrainerSDMDualHead(nnUNetTrainerDistanceBase):
         return {"dice_ce": 1.0, "l2": self.sdm_head_weight}
 
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
-        dice_ce = self.loss["dice_ce"](output.seg, target.labels[:, None])
-        l2 = self.loss["l2"](output.sdm, target.distance)
+        dice_ce = self.loss["dice_ce"](output.seg, target.loss_target)
+        l2 = self.loss["l2"](output.sdm, target.distance, target.certified)
         return {"loss": dice_ce + self.sdm_head_weight * l2, "dice_ce": dice_ce, "l2": l2}

@@ -31,6 +31,14 @@ from nnunet_sdm.training.loader_targets import SDMTargetTransform
 class nnUNetTrainerSDM_Xue2020(nnUNetTrainerDistanceBase):
     """Xue et al. 2020, eq. 5: Dice(Heaviside(sdm)) + lambda (L1 + product)."""
 
+    supports_regions = False
+    supports_ignore_label = False
+    unsupported_reason = (
+        "Xue et al.'s network has no segmentation head: its segmentation is the Heaviside of one SDM per class "
+        "of a label map, taken at inference as the argmax over [background, classes] of mutually exclusive "
+        "labels (not nnU-Net's per-region sigmoid), and its targets are normalised by the largest distances "
+        "of a completely labelled patch and scored by a Dice over all of it."
+    )
     heaviside_k: float = XUE_STEEPNESS
     sdm_weight: float = XUE_LAMBDA
     dice_weight: float = 1.0
@@ -90,6 +98,8 @@ class nnUNetTrainerSDM_Xue2020Truncated(nnUNetTrainerSDM_Xue2020):
 
 class nnUNetTrainerSDM_Xue2020TargetsInLoader(nnUNetTrainerSDM_Xue2020):
     """nnUNetTrainerSDM_Xue2020 with its SDM targets made in the data-loader workers (CPU, edt)."""
+
+    distance_targets_in_loader = True
 
     def _with_sdm_targets(self, transforms):
         transforms.transforms.append(

@@ -29,6 +29,7 @@ import torch
 
 from nnunet_sdm.network import unwrap
 from nnunet_sdm.training.base import NonFiniteLossError
+from nnunet_sdm.training.loader_targets import SDMTargetTransform
 from tests.conftest import nnunet_bin, predict_and_check, run, synthetic_batch
 from tests.robustness.test_trainer_start_up import TRAINERS
 
@@ -52,7 +53,20 @@ def test_nan_batches_skip_the_step_and_a_run_of_them_stops_every_trainer(
     trainer.initialize()
     if getattr(trainer, "use_lrnet", False):  # skip the pre-training: the fault is in the M-Net's input
         trainer.lrnet_source = "test (random LR-Net)"
-    finite = trainer.train_step(synthetic_batch(trainer))  # control: a clean batch trains
+
+    def batch(poison: bool = False) -> dict:
+        made = synthetic_batch(trainer, poison=poison)
+        if trainer.distance_targets_in_loader:  # labels + SDMs, as the data-loader workers deliver them
+            spacing = trainer.configuration_manager.spacing
+            transform = SDMTargetTransform(trainer.foreground_labels, spacing)
+            full_shape = made["target"][0].shape[2:]
+            made["target"] = [
+                torch.stack([transform._one_scale(t[b].short(), full_shape) for b in range(t.shape[0])])
+                for t in made["target"]
+            ]
+        return made
+
+    finite = trainer.train_step(batch())  # control: a clean batch trains
     assert all(np.isfinite(v).all() for v in finite.values())
     before = {k: v.clone() for k, v in unwrap(trainer.network).state_dict().items()}
 
@@ -62,14 +76,14 @@ def test_nan_batches_skip_the_step_and_a_run_of_them_stops_every_trainer(
 
     # as stock's GradScaler: the step is skipped, counted, and training goes on
     for in_a_row in range(1, trainer.max_non_finite_steps):
-        trainer.train_step(synthetic_batch(trainer, poison=True))
+        trainer.train_step(batch(poison=True))
         assert trainer.non_finite_in_a_row == in_a_row and weights_unchanged()
     assert trainer.non_finite_steps_this_epoch == trainer.max_non_finite_steps - 1
     with pytest.raises(
         NonFiniteLossError,
         match=rf"^{name}: non-finite loss at epoch 0 .*case_0.*{trainer.max_non_finite_steps} steps in a row.*resume with --c",
     ):
-        trainer.train_step(synthetic_batch(trainer, poison=True))
+        trainer.train_step(batch(poison=True))
     assert weights_unchanged(), "weights changed after a non-finite loss"
     log = Path(trainer.log_file).read_text()
     assert log.count("optimiser step skipped, weights unchanged") == trainer.max_non_finite_steps - 1

@@ -138,23 +138,42 @@ def test_every_trainer_starts_on_the_label_dataset(setup, name):
     assert type(trainer).__name__ == name
 
 
-@pytest.mark.parametrize("name", sorted(TRAINERS))
-def test_region_based_dataset_stops_naming_the_trainer(setup, name):
-    plans, dataset_json = setup
-    dataset_json["labels"] = {"background": 0, "whole": [1, 2], "vessel": 2}
-    dataset_json["regions_class_order"] = [1, 2]
-    with pytest.raises(UnsupportedSetupError, match=rf"^{name}: dataset \S+ is region-based.*{name} trains"):
-        construct(TRAINERS[name], plans, dataset_json)
+DATASET_KINDS = {
+    "region-based": (
+        "supports_regions",
+        {"labels": {"background": 0, "whole": [1, 2], "vessel": 2}, "regions_class_order": [1, 2]},
+        r"is region-based \(dataset.json 'regions_class_order'\)",
+    ),
+    "ignore label": (
+        "supports_ignore_label",
+        {"labels": {"background": 0, "organ": 1, "vessel": 2, "ignore": 3}},
+        r"has an ignore label \(3\)",
+    ),
+}
 
 
+@pytest.mark.parametrize("kind", list(DATASET_KINDS))
 @pytest.mark.parametrize("name", sorted(TRAINERS))
-def test_ignore_label_stops_naming_the_trainer(setup, name):
+def test_every_trainer_starts_on_each_dataset_kind_or_stops_naming_it(setup, name, kind):
+    """DESIGN.md's rule: a trainer works on region-based datasets and with the ignore label, or stops at
+    start-up with a message naming the dataset setting, why, and the trainers that support it."""
     plans, dataset_json = setup
-    dataset_json["labels"] = {**dataset_json["labels"], "ignore": len(dataset_json["labels"])}
+    setting, changes, said = DATASET_KINDS[kind]
+    dataset_json.update(changes)
+    cls = TRAINERS[name]
+    if getattr(cls, setting):
+        trainer = construct(cls, plans, dataset_json)
+        assert trainer.label_manager.has_regions == (kind == "region-based")
+        return
     with pytest.raises(
-        UnsupportedSetupError, match=rf"^{name}: dataset \S+ has an ignore label \(3\).*{name} does not"
-    ):
-        construct(TRAINERS[name], plans, dataset_json)
+        UnsupportedSetupError, match=rf"^{name}: dataset \S+ {said}, which {name} does not support: "
+    ) as error:
+        construct(cls, plans, dataset_json)
+    supporters = str(error.value).split("Trainers that support it: ")[1]
+    assert supporters.startswith("nnUNetTrainer, ") and "nnUNetTrainerSDM," in supporters
+    assert all(
+        getattr(TRAINERS[n], setting) for n in re.findall(r"nnUNetTrainer\w+", supporters) if n in TRAINERS
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,17 @@ def make_trainer(planned_synthetic, monkeypatch):
     plans = json.loads((planned_synthetic["preprocessed"] / "nnUNetPlans_cpu_small.json").read_text())
     dataset_json = json.loads((planned_synthetic["preprocessed"] / "dataset.json").read_text())
 
-    def make(cls, seed: int = 0):
+    def make(cls, seed: int = 0, labels: dict | None = None):
+        """``cls`` on the planned dataset; ``labels``: another dataset.json ``labels`` (with
+        ``regions_class_order`` if it declares regions), e.g. to make it region-based or sparse."""
         torch.manual_seed(seed)
-        trainer = cls(
-            dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, torch.device("cpu")
-        )
+        described = dict(dataset_json)
+        if labels is not None:
+            described["labels"] = labels
+            if any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values()):
+                regions = [k for k in labels if k not in ("background", "ignore")]
+                described["regions_class_order"] = list(range(1, len(regions) + 1))
+        trainer = cls(dict(plans, continue_training=False), "3d_fullres", 0, described, torch.device("cpu"))
         torch.manual_seed(seed)
         trainer.initialize()
         return trainer

@@ -28,8 +28,10 @@ class DualHeadOff(nnUNetTrainerSDMDualHead):
 
 
 class PenaltyOff(nnUNetTrainerDistPenaltyDiceCE):
-    def distance_target(self, labels, spacing):  # Phi = 0: the penalised CE is plain CE
-        return torch.zeros(labels.shape[0], 1, *labels.shape[1:], device=labels.device)
+    def distance_target(self, target):  # Phi = 0: the penalised CE is plain CE
+        masks = target.masks
+        channels = masks.shape[1] if self.region_based else 1
+        return torch.zeros(masks.shape[0], channels, *masks.shape[2:], device=masks.device), None
 
 
 DISTANCE_OFF = [FlagshipOff, DualHeadOff, PenaltyOff]

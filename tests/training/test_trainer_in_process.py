@@ -159,4 +159,4 @@ def test_a_network_without_output_layers_stops_with_its_name():
         network_arch_class_name=name, network_arch_init_kwargs={}, network_arch_init_kwargs_req_import=[]
     )
     with pytest.raises(UnsupportedSetupError, match=rf"nnUNetTrainerSDM: the network {name} has no decoder"):
-        nnUNetTrainerSDM.build_network_architecture(None, configuration, 1, 3, True)
+        nnUNetTrainerSDM.build_network_architecture(SimpleNamespace(plans={}), configuration, 1, 3, True)
