@@ -105,6 +105,7 @@ def _cmd_plans_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from nnunet_sdm.dataset_json import find_dataset_json, ignore_label
     from nnunet_sdm.evaluation import SUMMARY_NAME, evaluate_folders, resolve_labels, write_summary
     from nnunet_sdm.evaluation.challenge import get_scoring
 
@@ -112,7 +113,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         labels, source = get_scoring(args.scoring).labels, f"{args.scoring}'s organs"
     else:
         labels, source = resolve_labels(args.labels, args.dataset_json, args.gt_dir)
-    print(f"labels {labels} (from {source})")
+    found = args.dataset_json or find_dataset_json(args.gt_dir)
+    ignore = ignore_label(found) if found is not None else None
+    print(
+        f"labels {labels} (from {source})"
+        + (f"; ignore label {ignore} left out" if ignore is not None else "")
+    )
     summary = evaluate_folders(
         args.gt_dir,
         args.pred_dir,
@@ -121,6 +127,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         num_workers=args.np,
         missing_predictions=args.missing_predictions,
         scoring=args.scoring,
+        ignore_label=ignore,
     )
     unpredicted = summary["references_without_prediction"]
     if unpredicted:

@@ -13,7 +13,9 @@ __all__ = [
     "RegionLabelsError",
     "dataset_json_candidates",
     "find_dataset_json",
+    "evaluated_labels",
     "foreground_labels",
+    "ignore_label",
     "read_dataset_json",
 ]
 
@@ -55,6 +57,38 @@ def foreground_labels(source: dict | str | Path) -> dict[int, str]:
         if int(value) != 0:
             labels[int(value)] = str(name)
     return dict(sorted(labels.items()))
+
+
+def evaluated_labels(source: dict | str | Path) -> list[int | tuple[int, ...]]:
+    """What nnU-Net's evaluation scores: every foreground label, or for a region-based dataset every region
+    (a tuple of the label values it unites; a one-value region is that int), in ``dataset.json`` order;
+    ``background`` and ``ignore`` left out."""
+    content, where = read_dataset_json(source)
+    if "labels" not in content:
+        raise ValueError(f"{where} has no 'labels' entry")
+    out: list[int | tuple[int, ...]] = []
+    for name, value in content["labels"].items():
+        if name in ("background", "ignore"):
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values or any(isinstance(v, bool) or not float(v).is_integer() for v in values):
+            raise ValueError(
+                f"{where}: label {name!r} must be an integer or a list of integers, got {value!r}"
+            )
+        region = tuple(int(v) for v in values)
+        if region == (0,):
+            continue
+        out.append(region[0] if len(region) == 1 else region)
+    return out
+
+
+def ignore_label(source: dict | str | Path) -> int | None:
+    """nnU-Net's ignore label of the dataset (``labels["ignore"]``), or None."""
+    content, where = read_dataset_json(source)
+    value = content.get("labels", {}).get("ignore")
+    if value is not None and (isinstance(value, bool) or not float(value).is_integer()):
+        raise ValueError(f"{where}: the ignore label must be an integer, got {value!r}")
+    return None if value is None else int(value)
 
 
 def dataset_json_candidates(folder: str | Path) -> list[Path]:

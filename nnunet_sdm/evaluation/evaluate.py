@@ -9,7 +9,12 @@ The summary has the shape of nnU-Net's ``summary.json``::
      "foreground_mean": {metric: mean over labels of "mean"},
      "references_without_prediction": [file names], "missing_predictions": "skip" | "error" | "empty"}
 
-Label keys are strings (as in nnU-Net's JSON); metric definitions and the empty-mask conventions are
+Label keys are strings (as in nnU-Net's JSON): ``"1"`` for a label, ``"(1, 2, 3)"`` for a region (the union
+of those label values, as nnU-Net's evaluation scores region-based datasets, e.g. BraTS's whole tumour).
+With an ignore label (nnU-Net's sparse annotation) the reference's ignore voxels are left out: both masks are
+restricted to the known voxels before every metric, so Dice counts known voxels only (as nnU-Net's
+``compute_metrics``) and the surfaces are those of the known part (a structure cut by unknown voxels is cut
+the same way in both masks, so the cut adds no distance). Metric definitions and the empty-mask conventions are
 those of :mod:`nnunet_sdm.evaluation.surface`. Distances are in mm, from the reference image's spacing.
 """
 
@@ -29,7 +34,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from nnunet_sdm.dataset_json import dataset_json_candidates, find_dataset_json, foreground_labels
+from nnunet_sdm.dataset_json import dataset_json_candidates, evaluated_labels, find_dataset_json
 from nnunet_sdm.evaluation.challenge import challenge_metrics, get_scoring
 from nnunet_sdm.evaluation.surface import image_diagonal_mm, nsd_key, surface_metrics
 
@@ -67,17 +72,37 @@ def metric_label(metric: str) -> str:
     return f"{metric}{unit} {arrow}"
 
 
-def normalise_labels(labels: Iterable[int]) -> list[int]:
-    out: list[int] = []
+Label = int | tuple[int, ...]
+
+
+def normalise_labels(labels: Iterable[int | Sequence[int]]) -> list[Label]:
+    """Label values (ints) and regions (sequences of label values, scored as their union); a one-value
+    region is that label, background (0) is left out, duplicates once."""
+    out: list[Label] = []
     for value in labels:
-        if isinstance(value, bool) or not float(value).is_integer():
-            raise ValueError(f"labels must be integers, got {value!r}")
-        value = int(value)
-        if value != 0 and value not in out:
-            out.append(value)
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values or any(isinstance(v, bool) or not float(v).is_integer() for v in values):
+            raise ValueError(f"labels must be integers or lists of integers (regions), got {value!r}")
+        region = tuple(sorted({int(v) for v in values}))
+        label = region[0] if len(region) == 1 else region
+        if label != 0 and label not in out:
+            out.append(label)
     if not out:
         raise ValueError(f"no foreground label to evaluate in {list(labels)} (0 is background)")
     return out
+
+
+def label_key(label: Label) -> str:
+    """The summary key of a label or region, as nnU-Net's ``label_or_region_to_key``: ``"1"``, ``"(1, 2)"``."""
+    return str(label)
+
+
+def _members(label: Label) -> tuple[int, ...]:
+    return label if isinstance(label, tuple) else (label,)
+
+
+def _mask(array: np.ndarray, label: Label) -> np.ndarray:
+    return np.isin(array, label) if isinstance(label, tuple) else array == label
 
 
 def labels_from_dataset_json(
@@ -97,7 +122,7 @@ def labels_from_dataset_json(
             raise FileNotFoundError(
                 f"no dataset.json found at {candidates}: pass the labels or the dataset.json path"
             )
-    return normalise_labels(foreground_labels(dataset_json))
+    return normalise_labels(evaluated_labels(dataset_json))
 
 
 def labels_from_masks(gt_dir: str | Path, file_ending: str = ".nii.gz") -> list[int]:
@@ -164,12 +189,20 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return sitk.GetArrayFromImage(image), tuple(float(s) for s in reversed(image.GetSpacing()))
 
 
-def _bounding_boxes(segmentation: np.ndarray, labels: Sequence[int]) -> dict[int, tuple[slice, ...] | None]:
-    """Bounding box of every label in one pass (``ndimage.find_objects``)."""
+def _bounding_boxes(
+    segmentation: np.ndarray, labels: Sequence[Label]
+) -> dict[Label, tuple[slice, ...] | None]:
+    """Bounding box of every label (a region: of its labels' union) in one pass (``ndimage.find_objects``)."""
     if not np.issubdtype(segmentation.dtype, np.integer):
         segmentation = segmentation.astype(np.int32)
-    objects = ndimage.find_objects(segmentation, max_label=max(labels))
-    return {label: objects[label - 1] for label in labels}
+    objects = ndimage.find_objects(segmentation, max_label=max(max(_members(lb)) for lb in labels))
+    boxes: dict[Label, tuple[slice, ...] | None] = {}
+    for label in labels:
+        box = None
+        for member in _members(label):
+            box = _union(box, objects[member - 1])
+        boxes[label] = box
+    return boxes
 
 
 def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
@@ -186,8 +219,10 @@ def evaluate_case(
     labels: Iterable[int],
     tolerances: Sequence[float] = (1.0, 2.0),
     scoring: str | None = None,
+    ignore_label: int | None = None,
 ) -> dict:
-    """Dice, HD95, ASSD, NSD per label for one reference/prediction pair (nnU-Net ``metric_per_case`` entry).
+    """Dice, HD95, ASSD, NSD per label or region for one reference/prediction pair (nnU-Net
+    ``metric_per_case`` entry); ``ignore_label``: the reference's unknown voxels, left out (module docstring).
 
     ``scoring`` (``flare22``, ``flare23``, ``flare24``): the challenge's rules instead
     (:mod:`nnunet_sdm.evaluation.challenge`): ``Dice`` and ``NSD`` at the organ's tolerance, rounded.
@@ -214,10 +249,11 @@ def evaluate_case(
             f"spacing mismatch: prediction {pred_path} has {pred_spacing} but reference {gt_path} has {spacing} "
             "(mm, numpy axis order)"
         )
-    allowed = set(labels) | {0}
+    allowed = {m for label in labels for m in _members(label)} | {0}
     for role, path, array in (("reference", gt_path, gt), ("prediction", pred_path, pred)):
         unexpected = sorted(float(v) if not float(v).is_integer() else int(v) for v in _label_values(array))
-        unexpected = [v for v in unexpected if v not in allowed]
+        also = {ignore_label} if ignore_label is not None and role == "reference" else set()
+        unexpected = [v for v in unexpected if v not in allowed | also]
         if unexpected:
             raise ValueError(
                 f"case {(pred_path or gt_path).name}: the {role} {path} contains label values {unexpected} that are neither "
@@ -226,9 +262,12 @@ def evaluate_case(
 
     prediction_file = None if pred_path is None else str(pred_path)
     if scoring is not None:
+        if ignore_label is not None or any(isinstance(label, tuple) for label in labels):
+            raise ValueError(f"scoring {scoring!r} scores label maps of organs: no regions, no ignore label")
         rules = get_scoring(scoring)
         metrics = {str(label): challenge_metrics(gt, pred, spacing, label, rules) for label in labels}
         return {"reference_file": str(gt_path), "prediction_file": prediction_file, "metrics": metrics}
+    known = None if ignore_label is None else gt != ignore_label
     gt_boxes, pred_boxes = _bounding_boxes(gt, labels), _bounding_boxes(pred, labels)
     diagonal = image_diagonal_mm(gt.shape, spacing)
     metrics: dict[str, dict] = {}
@@ -237,11 +276,13 @@ def evaluate_case(
         if box is None:
             mask_gt = mask_pred = np.zeros((1,) * gt.ndim, dtype=bool)
         else:
-            mask_gt, mask_pred = gt[box] == label, pred[box] == label
+            mask_gt, mask_pred = _mask(gt[box], label), _mask(pred[box], label)
+            if known is not None:
+                mask_pred &= known[box]
         values = surface_metrics(mask_gt, mask_pred, spacing, tolerances, empty_distance=diagonal)
         values["n_ref"] = int(np.count_nonzero(mask_gt))
         values["n_pred"] = int(np.count_nonzero(mask_pred))
-        metrics[str(label)] = values
+        metrics[label_key(label)] = values
     return {"reference_file": str(gt_path), "prediction_file": prediction_file, "metrics": metrics}
 
 
@@ -249,15 +290,14 @@ def _evaluate_job(job: tuple) -> dict:
     return evaluate_case(*job)
 
 
-def _summarise(per_case: list[dict], labels: Sequence[int]) -> dict:
-    names = list(per_case[0]["metrics"][str(labels[0])].keys())
+def _summarise(per_case: list[dict], labels: Sequence[Label]) -> dict:
+    keys = [label_key(label) for label in labels]
+    names = list(per_case[0]["metrics"][keys[0]].keys())
     mean = {
-        str(label): {
-            m: float(np.nanmean([case["metrics"][str(label)][m] for case in per_case])) for m in names
-        }
-        for label in labels
+        key: {m: float(np.nanmean([case["metrics"][key][m] for case in per_case])) for m in names}
+        for key in keys
     }
-    foreground_mean = {m: float(np.mean([mean[str(label)][m] for label in labels])) for m in names}
+    foreground_mean = {m: float(np.mean([mean[key][m] for key in keys])) for m in names}
     return {"metric_per_case": per_case, "mean": mean, "foreground_mean": foreground_mean}
 
 
@@ -274,6 +314,7 @@ def evaluate_folders(
     progress: bool = True,
     missing_predictions: str = "skip",
     scoring: str | None = None,
+    ignore_label: int | None = None,
 ) -> dict:
     """Evaluate every ``*file_ending`` file of ``pred_dir`` against the file of the same name in ``gt_dir``.
 
@@ -315,8 +356,10 @@ def evaluate_folders(
             f"{len(unpredicted)} reference(s) in {gt_dir} have no prediction in {pred_dir}: {unpredicted}"
         )
     scored_empty = unpredicted if missing_predictions == "empty" else []
-    jobs = [(gt_dir / name, pred_dir / name, labels, tuple(tolerances), scoring) for name in files]
-    jobs += [(gt_dir / name, None, labels, tuple(tolerances), scoring) for name in scored_empty]
+    jobs = [
+        (gt_dir / name, pred_dir / name, labels, tuple(tolerances), scoring, ignore_label) for name in files
+    ]
+    jobs += [(gt_dir / name, None, labels, tuple(tolerances), scoring, ignore_label) for name in scored_empty]
     jobs.sort(key=lambda job: job[0].name)
     bar = {"total": len(jobs), "desc": "evaluating", "unit": "case", "disable": not progress}
     if num_workers <= 1 or len(jobs) == 1:
@@ -328,6 +371,7 @@ def evaluate_folders(
     summary["references_without_prediction"] = unpredicted
     summary["missing_predictions"] = missing_predictions
     summary["scoring"] = scoring or "standard"
+    summary["ignore_label"] = ignore_label
     return summary
 
 

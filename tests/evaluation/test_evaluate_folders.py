@@ -114,6 +114,7 @@ def test_evaluate_folders_summary(folders, num_workers, tmp_path):
         "references_without_prediction",
         "missing_predictions",
         "scoring",
+        "ignore_label",
     }
     assert summary["references_without_prediction"] == []
     cases = summary["metric_per_case"]
@@ -156,7 +157,54 @@ def test_labels_from_dataset_json(tmp_path):
     assert labels_from_dataset_json(None, tmp_path / "labelsTs") == [1, 2]
     assert labels_from_dataset_json(tmp_path / "dataset.json") == [1, 2]
     (tmp_path / "regions.json").write_text(json.dumps({"labels": {"background": 0, "whole": [1, 2]}}))
-    with pytest.raises(ValueError, match="regions"):
-        labels_from_dataset_json(tmp_path / "regions.json")
+    assert labels_from_dataset_json(tmp_path / "regions.json") == [(1, 2)]  # regions: scored as unions
     with pytest.raises(FileNotFoundError, match="dataset.json"):
         labels_from_dataset_json(None, tmp_path / "labelsTs" / "nested")
+
+
+def test_regions_and_the_ignore_label_are_scored_as_nnunet_scores_them(tmp_path):
+    """A region is the union of its labels (BraTS: whole tumour = 1, 2, 3), keyed as nnU-Net keys it; the
+    reference's ignore voxels are left out of both masks, so a prediction there costs nothing."""
+    import SimpleITK as sitk
+
+    from nnunet_sdm.evaluation import evaluate_folders
+
+    gt = np.zeros((6, 20, 20), dtype=np.uint8)
+    gt[1:5, 4:16, 4:16] = 1
+    gt[2:4, 6:14, 6:14] = 3
+    gt[2:4, 8:12, 8:12] = 2
+    pred = gt.copy()
+    pred[2:4, 6:14, 6:14] = 1  # the core predicted as edema: whole tumour right, core missed
+    sparse = gt.copy()
+    sparse[:, :, :3] = 4  # unlabelled columns in the reference
+    pred_sparse = gt.copy()
+    pred_sparse[:, :, :2] = 1  # a false positive that only the unknown voxels could judge
+    for folder, array in (("gt", gt), ("pred", pred), ("gt_sparse", sparse), ("pred_sparse", pred_sparse)):
+        (tmp_path / folder).mkdir()
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((0.8, 0.8, 2.5))
+        sitk.WriteImage(image, str(tmp_path / folder / "case.nii.gz"))
+    regions = [(1, 2, 3), (2, 3), 3]
+    summary = evaluate_folders(tmp_path / "gt", tmp_path / "pred", regions, num_workers=1, progress=False)
+    assert set(summary["mean"]) == {"(1, 2, 3)", "(2, 3)", "3"}
+    assert summary["mean"]["(1, 2, 3)"]["Dice"] == 1.0 and summary["mean"]["(1, 2, 3)"]["HD95"] == 0.0
+    assert summary["mean"]["(2, 3)"]["Dice"] == 0.0 and summary["mean"]["3"]["Dice"] == 0.0
+    with_fp = evaluate_folders(
+        tmp_path / "gt", tmp_path / "pred_sparse", [1, 2, 3], num_workers=1, progress=False
+    )
+    assert with_fp["mean"]["1"]["Dice"] < 1.0
+    ignored = evaluate_folders(
+        tmp_path / "gt_sparse",
+        tmp_path / "pred_sparse",
+        [1, 2, 3],
+        num_workers=1,
+        progress=False,
+        ignore_label=4,
+    )
+    assert ignored["ignore_label"] == 4
+    for label in ("1", "2", "3"):
+        assert ignored["mean"][label]["Dice"] == 1.0 and ignored["mean"][label]["HD95"] == 0.0
+    with pytest.raises(ValueError, match="contains label values \\[4\\]"):
+        evaluate_folders(
+            tmp_path / "gt_sparse", tmp_path / "pred_sparse", [1, 2, 3], num_workers=1, progress=False
+        )
