@@ -71,7 +71,10 @@ def evaluated_labels(source: dict | str | Path) -> list[int | tuple[int, ...]]:
         if name in ("background", "ignore"):
             continue
         values = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not values or any(isinstance(v, bool) or not float(v).is_integer() for v in values):
+        if not values or any(
+            not isinstance(v, (int, float)) or isinstance(v, bool) or not float(v).is_integer()
+            for v in values
+        ):
             raise ValueError(
                 f"{where}: label {name!r} must be an integer or a list of integers, got {value!r}"
             )

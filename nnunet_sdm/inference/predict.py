@@ -286,9 +286,18 @@ class SDMPredictor(nnUNetPredictor):
         folder = output if isinstance(output, (str, os.PathLike)) else os.path.dirname(output[0]) or "."
         trainer_class = self.trainer_class
         truncation_mm = getattr(trainer_class, "truncation_mm", None)
+        manager = self.label_manager
+        if manager.has_regions:
+            # one SDM per region, stored under the label value the region is predicted as
+            classes = [int(v) for v in manager.regions_class_order]
+            names = [k for k in self.dataset_json["labels"] if k not in ("background", "ignore")]
+            class_names = dict(zip(classes, names))
+        else:
+            classes = [int(v) for v in manager.foreground_labels]
+            class_names = foreground_labels(self.dataset_json)
         info = sdm_info(
-            classes=[int(v) for v in self.label_manager.foreground_labels],
-            class_names=foreground_labels(self.dataset_json),
+            classes=classes,
+            class_names=class_names,
             file_ending=self.dataset_json["file_ending"],
             trainer=self.trainer_name,
             truncation_mm=truncation_mm,

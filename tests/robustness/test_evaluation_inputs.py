@@ -192,12 +192,17 @@ def test_non_integer_or_negative_label_values_are_named(folders, value, dtype, s
         evaluate_case(gt / "case_0.nii.gz", pred / "case_0.nii.gz", [1, 2])
 
 
-def test_region_dataset_json_is_refused_by_the_cli(folders, tmp_path):
+def test_region_dataset_json_is_scored_per_region_by_the_cli(folders, tmp_path):
     gt, pred, _ = folders
     regions = tmp_path / "regions.json"
     regions.write_text(json.dumps({"labels": {"background": 0, "whole": [1, 2], "vessel": 2}}))
-    with pytest.raises(ValueError, match="defines regions .*region-based evaluation is not supported"):
-        evaluate_cli(gt, pred, "--dataset-json", str(regions))
+    out = tmp_path / "summary.json"
+    assert evaluate_cli(gt, pred, "--dataset-json", str(regions), "-o", str(out)) == 0
+    assert set(json.loads(out.read_text())["mean"]) == {"(1, 2)", "2"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"labels": {"background": 0, "whole": [1, "x"]}}))
+    with pytest.raises(ValueError, match="label 'whole' must be an integer or a list of integers"):
+        evaluate_cli(gt, pred, "--dataset-json", str(bad))
 
 
 # ---- damaged files ----------------------------------------------------------------------------------------
