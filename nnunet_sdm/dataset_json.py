@@ -13,6 +13,7 @@ __all__ = [
     "RegionLabelsError",
     "dataset_json_candidates",
     "find_dataset_json",
+    "evaluated_label_names",
     "evaluated_labels",
     "foreground_labels",
     "ignore_label",
@@ -63,10 +64,15 @@ def evaluated_labels(source: dict | str | Path) -> list[int | tuple[int, ...]]:
     """What nnU-Net's evaluation scores: every foreground label, or for a region-based dataset every region
     (a tuple of the label values it unites; a one-value region is that int), in ``dataset.json`` order;
     ``background`` and ``ignore`` left out."""
+    return list(evaluated_label_names(source))
+
+
+def evaluated_label_names(source: dict | str | Path) -> dict[int | tuple[int, ...], str]:
+    """:func:`evaluated_labels` -> their names in ``dataset.json``."""
     content, where = read_dataset_json(source)
     if "labels" not in content:
         raise ValueError(f"{where} has no 'labels' entry")
-    out: list[int | tuple[int, ...]] = []
+    out: dict[int | tuple[int, ...], str] = {}
     for name, value in content["labels"].items():
         if name in ("background", "ignore"):
             continue
@@ -78,10 +84,10 @@ def evaluated_labels(source: dict | str | Path) -> list[int | tuple[int, ...]]:
             raise ValueError(
                 f"{where}: label {name!r} must be an integer or a list of integers, got {value!r}"
             )
-        region = tuple(int(v) for v in values)
+        region = tuple(sorted({int(v) for v in values}))
         if region == (0,):
             continue
-        out.append(region[0] if len(region) == 1 else region)
+        out[region[0] if len(region) == 1 else region] = str(name)
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_sdm.dataset_json import RegionLabelsError, foreground_labels
+from nnunet_sdm.dataset_json import evaluated_label_names
 
 from .settings import COMPARABLE_KEYS, CONFIGURATION, MANIFEST, N_FOLDS, SPLIT_SEED, BenchmarkError, Settings
 
@@ -100,11 +100,9 @@ def prepare_data(settings: Settings) -> Data:
     file_ending = meta.get("file_ending", ".nii.gz")
     channels = list(meta.get("channel_names", meta.get("modality", {"0": "image"})).values())
     try:
-        labels = foreground_labels(meta)
-    except RegionLabelsError:
-        raise BenchmarkError(
-            f"{dataset_json}: region-based labels are not supported by this benchmark"
-        ) from None
+        labels = evaluated_label_names(meta)  # labels, or regions (tuples of labels) scored as their unions
+    except ValueError as error:
+        raise BenchmarkError(f"{dataset_json}: {error}") from None
     all_cases = case_ids(raw / "labelsTr", file_ending)
 
     if settings.test_raw is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_sdm.dataset_json import find_dataset_json, foreground_labels
+from nnunet_sdm.dataset_json import evaluated_label_names, find_dataset_json
 from nnunet_sdm.evaluation.evaluate import (
     SUMMARY_NAME,
     evaluate_folders,
@@ -168,10 +168,10 @@ def method_names(folders: Sequence[str | Path]) -> list[str]:
 
 
 def _label_names(gt_dir: Path, dataset_json: str | Path | None) -> dict[int, str]:
-    """Class names for the table (none if there is no dataset.json or it defines regions)."""
+    """Class (or region) names for the table (none if there is no readable dataset.json)."""
     found = dataset_json or find_dataset_json(gt_dir)
     try:
-        return foreground_labels(found) if found else {}
+        return evaluated_label_names(found) if found else {}
     except ValueError:
         return {}
 
