@@ -180,16 +180,8 @@ def synthesize_case(
 
     Deterministic in ``(seed, index, shape, spacing, jitter_prob)``.
     """
-    if len(shape) != 3 or len(spacing) != 3:
-        raise ValueError(f"shape and spacing must have 3 entries (z, y, x), got {shape} and {spacing}")
-    if min(shape) < 8 or min(spacing) <= 0:
-        raise ValueError(
-            f"shape must be at least 8 voxels per axis and spacing positive, got {shape}, {spacing}"
-        )
     rng = np.random.default_rng([seed, index])
-    spacing_arr = np.asarray(spacing, dtype=np.float64)
-    extent = np.asarray(shape) * spacing_arr
-    coords = _grid_mm(shape, spacing_arr)
+    spacing_arr, extent, coords = _case_grid(shape, spacing)
 
     organ, organ_params = _organ_mask(rng, coords, extent)
     vessel = _vessel_mask(rng, coords, extent, organ_params)
@@ -200,13 +192,36 @@ def synthesize_case(
     lut = np.array([INTENSITIES[i] for i in range(3)])
     image = lut[label]
     image[label == LABELS["organ"]] *= 1.0 + 0.05 * _smooth_field(rng, coords, (8.0, 16.0))[label == 1]
-    sigma_vox = 0.5 * spacing_arr.min() / spacing_arr  # ~0.5 voxel in-plane, less across slices
-    image = ndimage.gaussian_filter(image, sigma_vox)
-    bias = 1.0 + 0.15 * _smooth_field(rng, coords, (1.5 * extent.max(), 3.0 * extent.max()), terms=3)
-    image = image * bias + rng.normal(0.0, NOISE_SD, size=image.shape)
-
+    image = _blur_bias_noise(image, rng, coords, spacing_arr, extent)
     jittered = jitter_labels(label, rng, jitter_prob)
     return SyntheticCase(image.astype(np.float32), label, jittered)
+
+
+def _case_grid(
+    shape: Sequence[int], spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Checked spacing (array), extent (mm) and voxel-centre coordinates of a synthetic case."""
+    if len(shape) != 3 or len(spacing) != 3:
+        raise ValueError(f"shape and spacing must have 3 entries (z, y, x), got {shape} and {spacing}")
+    if min(shape) < 8 or min(spacing) <= 0:
+        raise ValueError(
+            f"shape must be at least 8 voxels per axis and spacing positive, got {shape}, {spacing}"
+        )
+    spacing_arr = np.asarray(spacing, dtype=np.float64)
+    return spacing_arr, np.asarray(shape) * spacing_arr, _grid_mm(shape, spacing_arr)
+
+
+def _blur_bias_noise(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    coords: list[np.ndarray],
+    spacing: np.ndarray,
+    extent: np.ndarray,
+) -> np.ndarray:
+    """Partial volume (~0.5 voxel blur in-plane, less across slices), a smooth bias field and noise."""
+    image = ndimage.gaussian_filter(image, 0.5 * spacing.min() / spacing)
+    bias = 1.0 + 0.15 * _smooth_field(rng, coords, (1.5 * extent.max(), 3.0 * extent.max()), terms=3)
+    return image * bias + rng.normal(0.0, NOISE_SD, size=image.shape)
 
 
 def synthesize_tumour_case(
@@ -223,12 +238,8 @@ def synthesize_tumour_case(
     wobble) inside it, the necrosis the part 2-3 mm deeper still, so enhancing (3) is a rim between edema
     (1) and necrosis (2). Deterministic in its arguments, like :func:`synthesize_case`.
     """
-    if len(shape) != 3 or len(spacing) != 3 or min(shape) < 8 or min(spacing) <= 0:
-        raise ValueError(f"need 3-D shape (>= 8 per axis) and positive spacing, got {shape}, {spacing}")
     rng = np.random.default_rng([seed, index, 1])
-    spacing_arr = np.asarray(spacing, dtype=np.float64)
-    coords = _grid_mm(shape, spacing_arr)
-    extent = np.asarray(shape) * spacing_arr
+    spacing_arr, extent, coords = _case_grid(shape, spacing)
     whole, _ = _organ_mask(rng, coords, extent)
     depth = ndimage.distance_transform_edt(whole, sampling=spacing_arr)
     wobble = 1.0 * _smooth_field(rng, coords, (10.0, 25.0))
@@ -240,9 +251,7 @@ def synthesize_tumour_case(
     label[core] = TUMOUR_LABELS["enhancing"]
     label[necrosis] = TUMOUR_LABELS["necrosis"]
     lut = np.array([TUMOUR_INTENSITIES[i] for i in range(4)])
-    image = ndimage.gaussian_filter(lut[label], 0.5 * spacing_arr.min() / spacing_arr)
-    bias = 1.0 + 0.15 * _smooth_field(rng, coords, (1.5 * extent.max(), 3.0 * extent.max()), terms=3)
-    image = image * bias + rng.normal(0.0, NOISE_SD, size=image.shape)
+    image = _blur_bias_noise(lut[label], rng, coords, spacing_arr, extent)
     return SyntheticCase(image.astype(np.float32), label, jitter_labels(label, rng, jitter_prob))
 
 

@@ -152,3 +152,46 @@ def test_multi_organ_dataset_has_every_class_and_nnunet_layout(tmp_path):
         assert label.GetSize() == image.GetSize() == (56, 64, 24)
         assert np.allclose(label.GetSpacing(), (0.8, 0.8, 1.5))
         assert set(np.unique(sitk.GetArrayFromImage(label))) == set(range(14))  # all 13 organs and background
+
+
+def test_region_dataset_is_nested_and_declares_nnunets_regions(tmp_path):
+    from nnunet_sdm.cli import main
+
+    assert main(["synth", str(tmp_path), "--regions", "--num-training", "3", "--num-test", "1"]) == 0
+    folder = tmp_path / "Dataset994_SDMRegions"
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["labels"] == {
+        "background": 0,
+        "whole tumour": [1, 2, 3],
+        "tumour core": [2, 3],
+        "enhancing tumour": 3,
+    }
+    assert meta["regions_class_order"] == [1, 2, 3]
+    for path in sorted((folder / "labelsTs").glob("*.nii.gz")):  # the clean truth: nested, all three present
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        assert set(np.unique(label)) == {0, 1, 2, 3}
+        whole, core = label > 0, np.isin(label, (2, 3))
+        necrosis = label == 2
+        # the enhancing rim separates necrosis from edema: no necrosis voxel touches edema or background
+        assert not (ndimage.binary_dilation(necrosis) & ~core).any()
+        assert ndimage.binary_erosion(whole).sum() > 0
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    verify_dataset_integrity(str(folder), num_processes=1)  # nnU-Net accepts the regions
+
+
+def test_sparse_dataset_leaves_most_slices_to_the_ignore_label(tmp_path):
+    info = make_synthetic_dataset(
+        tmp_path, dataset_id=995, name="Sparse", num_training=3, num_test=1, ignore_label=True
+    )
+    folder = Path(info["folder"])
+    assert info["labels"]["ignore"] == 3
+    for path in sorted((folder / "labelsTr").glob("*.nii.gz")):
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        unlabelled = [(label[z] == 3).all() for z in range(label.shape[0])]
+        assert sum(unlabelled) == label.shape[0] - len(range(unlabelled.index(False), label.shape[0], 3))
+        assert not (label[~np.array(unlabelled)] == 3).any()
+    test_label = sitk.GetArrayFromImage(sitk.ReadImage(str(next((folder / "labelsTs").glob("*.nii.gz")))))
+    assert 3 not in np.unique(test_label)
+    with pytest.raises(ValueError, match="labelled_every"):
+        make_synthetic_dataset(tmp_path, dataset_id=995, name="Sparse", ignore_label=True, labelled_every=0)

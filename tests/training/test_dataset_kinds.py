@@ -23,7 +23,7 @@ from nnunet_sdm.training.li import nnUNetTrainerLRNet, nnUNetTrainerMapDice
 from nnunet_sdm.training.sdm import nnUNetTrainerSDM
 from nnunet_sdm.training.wang_zhang import nnUNetTrainerSDMDualHead
 from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020, nnUNetTrainerSDM_Xue2020Truncated
-from tests.training.test_stock_parity import DISTANCE_OFF, our_loss, seg_rows, stock_loss
+from tests.training.test_stock_parity import DISTANCE_OFF, assert_stocks_loss_and_gradients
 
 REGIONS = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}
 KINDS = {
@@ -106,21 +106,7 @@ def batch_of(trainer, seed: int, kind: str) -> dict:
 def test_loss_and_gradients_are_stocks_with_the_distance_terms_off(make_trainer, cls, kind):
     stock, ours = make_trainer(nnUNetTrainer, labels=KINDS[kind]), make_trainer(cls, labels=KINDS[kind])
     assert ours.label_manager.has_regions == kind.startswith("regions")
-    batch = batch_of(stock, seed=3, kind=kind)
-    losses = {}
-    for name, trainer, loss_of in (("stock", stock, stock_loss), ("ours", ours, our_loss)):
-        trainer.network.zero_grad()
-        loss = loss_of(trainer, batch)
-        loss.backward()
-        losses[name] = float(loss.detach())
-    assert losses["ours"] == pytest.approx(losses["stock"], rel=1e-5, abs=1e-6)
-    stock_params = dict(unwrap(stock.network).named_parameters())
-    for name, param in unwrap(ours.network).named_parameters():
-        reference = stock_params[name].grad
-        if reference is None:
-            assert param.grad is None or not param.grad.any(), name
-            continue
-        torch.testing.assert_close(seg_rows(name, param.grad, reference), reference, rtol=1e-4, atol=1e-7)
+    assert_stocks_loss_and_gradients(stock, ours, batch_of(stock, seed=3, kind=kind))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

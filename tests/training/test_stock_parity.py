@@ -77,7 +77,11 @@ def test_initialisation_is_stocks(make_trainer, cls):
 @pytest.mark.parametrize("cls", DISTANCE_OFF, ids=lambda c: c.__name__)
 def test_loss_and_gradients_are_stocks_with_the_distance_terms_off(make_trainer, cls):
     stock, ours = make_trainer(nnUNetTrainer), make_trainer(cls)
-    batch = fixed_batch(stock, seed=3)
+    assert_stocks_loss_and_gradients(stock, ours, fixed_batch(stock, seed=3))
+
+
+def assert_stocks_loss_and_gradients(stock: nnUNetTrainer, ours, batch: dict) -> None:
+    """Our trainer's loss and every gradient (segmentation rows) equal stock's on ``batch``."""
     losses = {}
     for name, trainer, loss_of in (("stock", stock, stock_loss), ("ours", ours, our_loss)):
         trainer.network.zero_grad()
