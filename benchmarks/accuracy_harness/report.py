@@ -252,6 +252,118 @@ def paired_over_seeds(per_seed: dict[int, dict[str, dict[str, float | None]]], s
     return out
 
 
+def foreground_per_case(comparison) -> dict[str, dict[str, np.ndarray]]:
+    """``values[trainer][metric]``: per test case, the mean over the foreground classes (or regions)."""
+    return {
+        method: {
+            metric: np.mean([comparison.values[method][lb][metric] for lb in comparison.labels], axis=0)
+            for metric in comparison.metrics
+        }
+        for method in comparison.methods
+    }
+
+
+#: bootstrap replicates of the paired intervals (their percentiles move by < 0.002 between generator seeds)
+BOOTSTRAP_REPLICATES = 10000
+
+
+def paired_intervals(
+    per_seed_cases: dict[int, dict[str, dict[str, np.ndarray]]],
+    stock: str = STOCK,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    confidence: float = 0.95,
+    generator_seed: int = 0,
+) -> dict:
+    """Paired bootstrap intervals of each trainer against ``stock`` over seeds and test cases.
+
+    The statistic is the one the per-seed table reports: for HD95 / ASSD the mean over seeds of the ratio
+    of the case means (trainer / stock), for Dice / NSD the mean over seeds of the mean per-case difference.
+    Each replicate draws the seeds with replacement (the training runs) and, independently, the test cases
+    with replacement (the same drawn cases for every seed and for both trainers, so every comparison stays
+    paired by seed and case), and recomputes the statistic; the interval is the replicates' central
+    ``confidence`` percentile range. "better" / "worse" only when the whole interval lies on one side of
+    no change (ratio 1, difference 0), else "undecided". Also counted: case-seeds where the trainer is
+    better, tied (equal values) or worse than stock.
+    """
+    seeds = sorted(per_seed_cases)
+    trainers = [t for t in per_seed_cases[seeds[0]] if t != stock]
+    generator = np.random.default_rng(generator_seed)
+    n_cases = len(next(iter(per_seed_cases[seeds[0]][stock].values())))
+    seed_draws = generator.integers(0, len(seeds), size=(replicates, len(seeds)))
+    case_draws = generator.integers(0, n_cases, size=(replicates, n_cases))
+    low, high = 50 * (1 - confidence), 50 * (1 + confidence)
+    out: dict[str, dict] = {}
+    for trainer in trainers:
+        entry: dict[str, dict] = {}
+        for metric in PAIRED_METRICS:
+            ratio = metric in RATIO_METRICS
+            mine = np.stack([per_seed_cases[s][trainer][metric] for s in seeds])  # (seeds, cases)
+            ref = np.stack([per_seed_cases[s][stock][metric] for s in seeds])
+            if not (np.isfinite(mine).all() and np.isfinite(ref).all()):
+                entry[metric] = {"kind": "ratio" if ratio else "difference", "estimate": None}
+                continue
+            mine_b, ref_b = mine[:, case_draws], ref[:, case_draws]  # (seeds, replicates, cases)
+            if ratio:
+                per_seed = mine_b.mean(-1) / np.maximum(ref_b.mean(-1), 1e-12)
+                estimate = float(np.mean(mine.mean(1) / ref.mean(1)))
+                no_change, lower_is_better = 1.0, True
+            else:
+                per_seed = (mine_b - ref_b).mean(-1)
+                estimate = float(np.mean(mine.mean(1) - ref.mean(1)))
+                no_change, lower_is_better = 0.0, False
+            statistic = per_seed.T[np.arange(replicates)[:, None], seed_draws].mean(1)  # (replicates,)
+            lo, hi = (float(v) for v in np.percentile(statistic, [low, high]))
+            good_side = hi < no_change if lower_is_better else lo > no_change
+            bad_side = lo > no_change if lower_is_better else hi < no_change
+            better = (mine < ref) if lower_is_better else (mine > ref)
+            worse = (mine > ref) if lower_is_better else (mine < ref)
+            entry[metric] = {
+                "kind": "ratio" if ratio else "difference",
+                "estimate": estimate,
+                "interval": [lo, hi],
+                "confidence": confidence,
+                "verdict": "better" if good_side else "worse" if bad_side else "undecided",
+                "case_seeds": {
+                    "better": int(better.sum()),
+                    "tied": int((mine == ref).sum()),
+                    "worse": int(worse.sum()),
+                },
+            }
+        out[trainer] = entry
+    return out
+
+
+def intervals_table(intervals: dict, seeds: list[int], n_cases: int) -> str:
+    """Markdown of :func:`paired_intervals`: estimate [interval] verdict, and better / tied / worse counts."""
+    lines = [
+        "| Trainer | "
+        + " | ".join(f"{m} {'ratio' if m in RATIO_METRICS else 'diff'}" for m in PAIRED_METRICS)
+        + " |",
+        "|---|" + "|".join([":---:"] * len(PAIRED_METRICS)) + "|",
+    ]
+    for trainer, entry in intervals.items():
+        cells = []
+        for metric in PAIRED_METRICS:
+            e = entry[metric]
+            if e.get("estimate") is None:
+                cells.append("n/a")
+                continue
+            counts = e["case_seeds"]
+            cells.append(
+                f"{e['estimate']:.3f} [{e['interval'][0]:.3f}, {e['interval'][1]:.3f}] **{e['verdict']}** "
+                f"({counts['better']}/{counts['tied']}/{counts['worse']})"
+            )
+        lines.append("| " + " | ".join([trainer, *cells]) + " |")
+    lines += [
+        "",
+        f"Paired bootstrap over {len(seeds)} seeds and {n_cases} test cases ({BOOTSTRAP_REPLICATES} replicates, "
+        "seeds and cases drawn with replacement, every draw paired by seed and case): the estimate, its 95 % "
+        "interval, and the verdict (better / worse only when the interval excludes no change); in brackets the "
+        "case-seeds where the trainer is better / tied / worse than stock (foreground mean per case).",
+    ]
+    return "\n".join(lines)
+
+
 def paired_table(per_seed: dict[int, dict[str, dict[str, float | None]]], paired: dict) -> str:
     """Markdown: foreground means per trainer (mean ± sd over seeds), then the paired ratios/differences."""
 
@@ -321,13 +433,20 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
     markdown = results_markdown(results, markdown_table(comparison))
     if len(settings.seeds) > 1:
         per_seed = {settings.seed: foreground_means(comparison)}
+        per_seed_cases = {settings.seed: foreground_per_case(comparison)}
         for seed in settings.seeds[1:]:
-            per_seed[seed] = foreground_means(compare_seed(settings, data, trainers, seed))
+            seed_comparison = compare_seed(settings, data, trainers, seed)
+            per_seed[seed] = foreground_means(seed_comparison)
+            per_seed_cases[seed] = foreground_per_case(seed_comparison)
         results["seeds"] = settings.seeds
         results["foreground_mean_per_seed"] = {str(k): v for k, v in per_seed.items()}
         if STOCK in trainers:
             results["paired_over_seeds"] = paired_over_seeds(per_seed)
+            results["paired_intervals"] = paired_intervals(per_seed_cases)
             table = paired_table(per_seed, results["paired_over_seeds"])
+            table += "\n\n" + intervals_table(
+                results["paired_intervals"], settings.seeds, len(comparison.cases)
+            )
         else:
             table = "(no paired ratios: nnUNetTrainer is not among the finished trainers)"
         markdown += (

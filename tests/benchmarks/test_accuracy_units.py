@@ -16,7 +16,13 @@ from benchmarks.accuracy_harness.data import (
     make_manifest,
     prepare_data,
 )
-from benchmarks.accuracy_harness.report import paired_over_seeds, paired_table, ratios_to_stock
+from benchmarks.accuracy_harness.report import (
+    intervals_table,
+    paired_intervals,
+    paired_over_seeds,
+    paired_table,
+    ratios_to_stock,
+)
 from benchmarks.accuracy_harness.settings import SPLITS_DIR, BenchmarkError, Settings, parse_args
 from benchmarks.accuracy_harness.steps import (
     EpochSummary,
@@ -276,3 +282,30 @@ def test_seeds_and_warm_start_settings(tmp_path):
                     *bad,
                 ]
             )
+
+
+def _cases(stock: np.ndarray, trainer: np.ndarray, other: np.ndarray | None = None) -> dict:
+    metrics = {"Dice": 1.0, "HD95": 1.0, "ASSD": 1.0, "NSD@1.0mm": 1.0}
+    made = {"nnUNetTrainer": {m: stock * f for m, f in metrics.items()}}
+    made["nnUNetTrainerSDM"] = {m: trainer * f for m, f in metrics.items()}
+    return made
+
+
+def test_paired_intervals_call_a_consistent_gain_better_and_noise_undecided():
+    generator = np.random.default_rng(0)
+    stock = generator.uniform(1.0, 3.0, size=(5, 40))
+    consistent = {s: _cases(stock[s], 0.8 * stock[s]) for s in range(5)}  # every case 20 % lower
+    result = paired_intervals(consistent, replicates=2000)["nnUNetTrainerSDM"]
+    hd = result["HD95"]
+    assert hd["kind"] == "ratio" and hd["estimate"] == pytest.approx(0.8)
+    assert hd["interval"][0] == pytest.approx(0.8) and hd["interval"][1] == pytest.approx(0.8)
+    assert hd["verdict"] == "better" and hd["case_seeds"] == {"better": 200, "tied": 0, "worse": 0}
+    assert result["Dice"]["verdict"] == "worse"  # lower Dice is worse: the same arrays read as Dice
+    noise = {s: _cases(stock[s], stock[s] * generator.uniform(0.7, 1.3, size=40)) for s in range(5)}
+    noisy = paired_intervals(noise, replicates=2000)["nnUNetTrainerSDM"]["HD95"]
+    assert noisy["interval"][0] < 1.0 < noisy["interval"][1] and noisy["verdict"] == "undecided"
+    # paired: a shift shared by both trainers (an easy or a hard case) does not widen the interval
+    shifted = {s: _cases(stock[s] + 5 * (s % 2), 0.8 * stock[s] + 4 * (s % 2)) for s in range(5)}
+    assert paired_intervals(shifted, replicates=2000)["nnUNetTrainerSDM"]["HD95"]["verdict"] == "better"
+    table = intervals_table({"nnUNetTrainerSDM": result}, list(range(5)), 40)
+    assert "0.800 [0.800, 0.800] **better** (200/0/0)" in table

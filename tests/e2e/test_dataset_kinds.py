@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_sdm.sdm_format import read_sdm, sdm_path
 from nnunet_sdm.workflow import CommandError, plan_and_preprocess, predict_command
 from tests.conftest import nnunet_bin, nnunet_env, run, smoke_budget
 
@@ -88,6 +89,27 @@ def test_flagship_trains_resumes_predicts_and_evaluates(planned):
     expected = {"(1, 2, 3)", "(2, 3)", "3"} if planned["kind"] == "regions" else {"1", "2"}
     assert set(summary["mean"]) == expected
     assert summary["ignore_label"] == (3 if planned["kind"] == "ignore" else None)
+    # our predictor writes one SDM per region (under its regions_class_order label) or per class
+    with_sdm = planned["workdir"] / "pred_with_sdm"
+    command = [
+        nnunet_bin("nnunet-sdm"),
+        "predict",
+        "-i",
+        str(planned["raw"] / "imagesTs"),
+        "-o",
+        str(with_sdm),
+    ]
+    command += ["-d", planned["id"], "-c", "3d_fullres", "-tr", "nnUNetTrainerSDM", "-p", PLANS, "-f", "0"]
+    run([*command, "-device", "cpu", "--disable_tta", "--save-sdm"], planned["env"])
+    info = json.loads((with_sdm / "sdm" / "sdm.json").read_text())
+    assert info["classes"] == ([1, 2, 3] if planned["kind"] == "regions" else [1, 2])
+    for case in sorted((planned["raw"] / "imagesTs").glob("*_0000.nii.gz")):
+        name = case.name.replace("_0000.nii.gz", ".nii.gz")
+        label_map = sitk.GetArrayFromImage(sitk.ReadImage(str(with_sdm / name)))
+        assert set(np.unique(label_map)) <= planned["values"]
+        for label in info["classes"]:
+            sdm = read_sdm(sdm_path(with_sdm / name.replace(".nii.gz", ""), ".nii.gz"), label)[0]
+            assert sdm.shape == label_map.shape and np.isfinite(sdm).all()
 
 
 @pytest.mark.parametrize("trainer", SUPPORTING)
