@@ -164,6 +164,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sdm_guided(args: argparse.Namespace) -> int:
+    from nnunet_sdm.inference.sdm_guided import apply_to_folder
+
+    removals = apply_to_folder(args.pred_dir, args.o, args.depth_mm)
+    total = sum(sum(per_class.values()) for per_class in removals.values())
+    print(f"wrote {len(removals)} case(s) to {args.o}; {total} component(s) removed (see sdm_guided.json)")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from nnunet_sdm.inference.predict import run_predict
 
@@ -389,6 +398,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser(
+        "sdm-guided",
+        help="remove predicted components that the SDM head places outside (needs predict --save-sdm)",
+        description="Per class, remove every predicted connected component whose predicted SDM never gets "
+        "DEPTH_MM inside it (nnunet_sdm.inference.sdm_guided); choose DEPTH_MM on validation folds.",
+    )
+    p.add_argument("pred_dir", help="a folder written by `nnunet-sdm predict --save-sdm` (label maps + sdm/)")
+    p.add_argument("-o", required=True, help="output folder for the filtered label maps")
+    p.add_argument(
+        "--depth-mm", type=float, default=0.0, help="how deep inside (mm) a kept component reaches"
+    )
+    p.set_defaults(func=_cmd_sdm_guided)
+
     p = sub.add_parser("plot-sdm", help="a slice with the reference contour and the predicted SDM level sets")
     p.add_argument("image", help="the image (e.g. imagesTs/<case>_0000.nii.gz)")
     p.add_argument("label", help="its reference label map")
@@ -454,9 +476,10 @@ def _is_input_error(error: Exception) -> bool:
     """Errors that say what is wrong with the user's input, not a bug: shown as one line, exit 2."""
     from nnunet_sdm.flare import SubmissionError
     from nnunet_sdm.inference.predict import SDMExportError
+    from nnunet_sdm.inference.sdm_guided import SDMGuidedError
     from nnunet_sdm.plans import PlansOverrideError
 
-    return isinstance(error, (PlansOverrideError, SDMExportError, SubmissionError))
+    return isinstance(error, (PlansOverrideError, SDMExportError, SubmissionError, SDMGuidedError))
 
 
 def main(argv: list[str] | None = None) -> int:
