@@ -70,6 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         pretrained_weights=args.pretrained_weights,
         continue_training=args.c,
         warm_start=args.warm_start,
+        seed=args.seed,
     )
     print(f"trained: {folder}")
     return 0
@@ -280,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="start from all weights of a checkpoint, output layers included (a stock nnUNetTrainer "
         "checkpoint fills the segmentation rows; SDM rows start fresh); optimiser and schedule start anew",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed Python, numpy and torch; with nnUNet_n_proc_DA=0 (augmentation in this process) and a fixed "
+        "thread count a CPU run repeats exactly",
     )
     p.set_defaults(func=_cmd_train)
 

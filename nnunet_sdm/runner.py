@@ -46,6 +46,7 @@ def train_with_budget(
     threads: int | None = None,
     warm_start: str | None = None,
     final_validation: bool = True,
+    seed: int | None = None,
 ) -> Path:
     """Train, run nnU-Net's final validation, and return the fold's output folder.
 
@@ -55,9 +56,20 @@ def train_with_budget(
     The optimiser, learning-rate schedule and epoch count start anew.
     ``final_validation``: nnU-Net's prediction of the fold's validation cases after training (what
     ``nnUNetv2_find_best_configuration`` reads); a benchmark on held-out test cases can skip it.
+    ``seed``: seeds Python's, numpy's and torch's generators before the network is built. The data
+    augmentation then repeats exactly only in this process (``nnUNet_n_proc_DA=0``): nnU-Net's worker
+    processes draw their own seeds. With that and a fixed number of CPU threads a run repeats bit for bit.
     """
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
+    if seed is not None:
+        import random
+
+        import numpy as np
+
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
     device = device or default_device()
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")

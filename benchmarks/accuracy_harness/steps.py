@@ -4,14 +4,11 @@ prediction and evaluation, each skipped when its output is already there."""
 from __future__ import annotations
 
 import json
-import random
 import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from nnunet_sdm.evaluation import SUMMARY_NAME
 from nnunet_sdm.evaluation.compare import load_or_evaluate, summary_matches
@@ -268,10 +265,6 @@ def train_one(spec_json: str) -> int:
 
     from nnunet_sdm.runner import Budget, train_with_budget
 
-    seed = int(spec["seed"])
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     budget = Budget(**spec["budget"])
     folder = train_with_budget(
         spec["dataset"],
@@ -285,6 +278,7 @@ def train_one(spec_json: str) -> int:
         threads=spec.get("threads"),
         warm_start=spec.get("warm_start"),
         final_validation=spec.get("final_validation", True),
+        seed=int(spec["seed"]),
     )
     print(f"trained: {folder}", flush=True)
     return 0
