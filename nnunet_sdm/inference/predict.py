@@ -198,10 +198,13 @@ class SDMPredictor(nnUNetPredictor):
                 "and its variants, nnUNetTrainerSDMDualHead), or predict without --save-sdm."
             )
         heads = self.label_manager.num_segmentation_heads
-        if self.label_manager.has_regions or self.sdm_network.num_sdm_channels != heads - 1:
+        regions = self.label_manager.has_regions
+        expected = heads if regions else heads - 1  # one SDM per region, or per foreground label
+        if self.sdm_network.num_sdm_channels != expected:
             raise SDMExportError(
-                f"--save-sdm: trainer {self.trainer_name}: expected one SDM channel per foreground label "
-                f"({heads - 1}), the network has {self.sdm_network.num_sdm_channels}"
+                f"--save-sdm: trainer {self.trainer_name}: expected one SDM channel per "
+                f"{'region' if regions else 'foreground label'} ({expected}), the network has "
+                f"{self.sdm_network.num_sdm_channels}"
             )
         writer = self.plans_manager.image_reader_writer_class.__name__
         if writer not in SUPPORTED_WRITERS:
