@@ -147,7 +147,9 @@ def run_demo(
         print(
             f"  {' ' * len(trainer)}  predictions {workdir / 'predictions' / trainer} (+ {SUMMARY_NAME} and .csv)"
         )
-    print(f"  {SDM_GUIDED}: predictions {workdir / 'predictions' / 'nnUNetTrainerSDM_sdm_guided'} (+ sdm_guided.json)")
+    print(
+        f"  {SDM_GUIDED}: predictions {workdir / 'predictions' / 'nnUNetTrainerSDM_sdm_guided'} (+ sdm_guided.json)"
+    )
     print(f"  logs:           {logs}")
     print(f"done in {time.time() - started:.0f} s")
     return results
