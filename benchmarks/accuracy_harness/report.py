@@ -444,7 +444,7 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
             results["paired_over_seeds"] = paired_over_seeds(per_seed)
             results["paired_intervals"] = paired_intervals(per_seed_cases)
             table = paired_table(per_seed, results["paired_over_seeds"])
-            table += "\n\n" + intervals_table(
+            table += "\n\nPaired 95 % intervals (bootstrap over seeds and cases):\n\n" + intervals_table(
                 results["paired_intervals"], settings.seeds, len(comparison.cases)
             )
         else:
