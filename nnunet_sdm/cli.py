@@ -201,7 +201,15 @@ def _cmd_flare_package(args: argparse.Namespace) -> int:
     from nnunet_sdm.flare import package_submission
 
     out = package_submission(
-        args.d, args.c, args.tr, args.p, args.f, args.o, checkpoint=args.chk, base_image=args.base_image
+        args.d,
+        args.c,
+        args.tr,
+        args.p,
+        args.f,
+        args.o,
+        checkpoint=args.chk,
+        base_image=args.base_image,
+        sdm_guided_depth_mm=args.sdm_guided_depth,
     )
     print(f"wrote {out}: sh {out / 'predict.sh'} INPUT OUTPUT (see {out / 'README.md'})")
     return 0
@@ -404,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the predicted normalised SDMs (needs a trainer with an SDM head; format: sdm/sdm.json)",
     )
+    p.add_argument(
+        "--sdm-guided-depth",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="SDM-guided post-processing (nnUNetTrainerSDM and variants, label datasets): remove each predicted "
+        "component whose predicted SDM never reaches MM inside it. nnU-Net's prediction and the SDMs are kept "
+        "in <o>/unfiltered, the filtered label maps go to <o> (record: <o>/sdm_guided.json). Choose MM on "
+        "validation folds (docs/accuracy.md); 0 removes only components the SDM head places wholly outside",
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(
@@ -453,6 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output folder (new or empty)")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
     p.add_argument("--base-image", default=None, help="Docker base image (default: see the Dockerfile)")
+    p.add_argument(
+        "--sdm-guided-depth",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="predict.sh applies SDM-guided post-processing with this depth (nnunet-sdm predict "
+        "--sdm-guided-depth; nnUNetTrainerSDM and variants); default: off, nnU-Net's prediction",
+    )
     p.set_defaults(func=_cmd_flare_package)
     p = flare.add_parser(
         "run",

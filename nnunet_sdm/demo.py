@@ -122,11 +122,16 @@ def run_demo(
         seeded = {**env, "nnUNet_n_proc_DA": "0"}  # augmentation in the seeded process
         run_logged(command, seeded, logs / f"train_{trainer}.log", announce=_note)
         prediction = workdir / "predictions" / trainer
+        # the flagship with our predictor: the same label maps, plus the SDMs for the guided rule
         predict = predict_command(
-            raw / "imagesTs", prediction, DEMO_DATASET_ID, trainer, DEMO_PLANS, device=device
+            raw / "imagesTs",
+            prediction,
+            DEMO_DATASET_ID,
+            trainer,
+            DEMO_PLANS,
+            device=device,
+            save_sdm=trainer == FLAGSHIP,
         )
-        if trainer == FLAGSHIP:  # our predictor: the same label maps, plus the SDMs for the guided rule
-            predict = [sys.executable, "-m", "nnunet_sdm.cli", "predict", *predict[1:], "--save-sdm"]
         _step(f"4/5 predict with {trainer} -> {prediction}")
         run_logged(predict, env, logs / f"predict_{trainer}.log", announce=_note)
         results[trainer] = evaluate(raw / "labelsTs", prediction, names)

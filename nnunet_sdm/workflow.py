@@ -12,7 +12,7 @@ this module:
   kept in memory); both raise :class:`CommandError` with the output's tail;
 - :func:`plan_and_preprocess`: ``nnUNetv2_plan_and_preprocess``, then an optional plans override
   (``nnunet-sdm plans apply``) and, when the override changes the spacing, ``nnUNetv2_preprocess``;
-- :func:`predict_command`: the ``nnUNetv2_predict`` command line.
+- :func:`predict_command`: the ``nnUNetv2_predict`` command line (or ours, ``nnunet-sdm predict``, for SDMs).
 """
 
 from __future__ import annotations
@@ -238,14 +238,23 @@ def predict_command(
     tta: bool = True,
     continue_prediction: bool = False,
     extra: Sequence[str] = (),
+    save_sdm: bool = False,
+    sdm_guided_depth_mm: float | None = None,
 ) -> list[str]:
     """``nnUNetv2_predict`` of the images in ``images`` into ``out``, one preprocessing and one export
-    worker (least memory; what a CPU run wants)."""
+    worker (least memory; what a CPU run wants). With ``save_sdm`` or ``sdm_guided_depth_mm``, our
+    ``nnunet-sdm predict`` (the same predictor and label maps) with ``--save-sdm`` / ``--sdm-guided-depth``."""
+    ours = save_sdm or sdm_guided_depth_mm is not None
+    program = (
+        [sys.executable, "-m", "nnunet_sdm.cli", "predict"] if ours else [nnunet_command("nnUNetv2_predict")]
+    )
     return [
-        nnunet_command("nnUNetv2_predict"),
+        *program,
         *("-i", str(images), "-o", str(out), "-d", str(dataset), "-c", configuration),
         *("-tr", trainer, "-p", plans, "-f", *map(str, folds), "-device", device, "-npp", "1", "-nps", "1"),
         *(["--continue_prediction"] if continue_prediction else []),
         *([] if tta else ["--disable_tta"]),
+        *(["--save-sdm"] if save_sdm else []),
+        *([] if sdm_guided_depth_mm is None else ["--sdm-guided-depth", str(sdm_guided_depth_mm)]),
         *extra,
     ]

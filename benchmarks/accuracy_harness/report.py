@@ -12,6 +12,7 @@ from nnunet_sdm.evaluation.compare import compare_folders, markdown_table
 from nnunet_sdm.plots import comparison_violins, training_curves_plot
 
 from .data import Data
+from .inference import CHOICE, method_name, mode_folder, modes_of, modes_root
 from .settings import RATIO_METRICS, STOCK, TOLERANCES, Settings, note
 from .steps import epoch_times, first_epoch_reaching, read_state, trainer_paths, training_curves
 
@@ -425,6 +426,135 @@ def compare_seed(settings: Settings, data: Data, trainers: list[str], seed: int 
     )
 
 
+def chosen(settings: Settings, data: Data, trainer: str, seed: int) -> bool:
+    return (modes_root(trainer_paths(settings, data, trainer, seed)) / CHOICE).is_file()
+
+
+def compare_modes(settings: Settings, data: Data, trainers: list[str], seed: int):
+    """Every trainer's inference modes of one seed (:mod:`.inference`) as methods of one comparison."""
+    names, folders = [], []
+    for trainer in trainers:
+        paths = trainer_paths(settings, data, trainer, seed)
+        for mode in ("plain", *modes_of(trainer)):
+            names.append(method_name(trainer, mode))
+            folders.append(mode_folder(paths, mode))
+    return compare_folders(
+        folders,
+        data.test_labels,
+        list(data.labels),
+        TOLERANCES,
+        names=names,
+        num_workers=settings.num_processes,
+        dataset_json=settings.out / "test" / "dataset.json",
+        file_ending=data.file_ending,
+        progress=False,
+        log=note,
+    )
+
+
+def choices_table(choices: dict[int, dict[str, dict]]) -> str:
+    """Markdown: per seed and trainer, what was chosen on the validation cases."""
+    lines = [
+        "| seed | Trainer | nnU-Net pp | SDM-guided depth (mm) | nnU-Net pp after SDM-guided | best mode |",
+        "|---:|---|---|---:|---|---|",
+    ]
+    for seed, per_trainer in choices.items():
+        for trainer, c in per_trainer.items():
+            guided = c.get("sdm_guided")
+            depth = (
+                "-"
+                if guided is None
+                else ("off" if guided["depth_mm"] is None else f"{guided['depth_mm']:g}")
+            )
+            cells = [
+                str(seed),
+                trainer,
+                ", ".join(c["pp"]) or "none",
+                depth,
+                "-" if "sdm_guided_pp" not in c else ", ".join(c["sdm_guided_pp"]) or "none",
+                c["best"],
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+#: the goal of issue #18: the flagship's best inference against stock with its best post-processing
+GOAL = {"HD95 ratio at most": 0.90, "HD95 interval below": 1.0, "Dice difference at least": -0.005}
+FLAGSHIP = "nnUNetTrainerSDM"
+
+
+def goal_verdict(intervals_vs_pp: dict) -> dict | None:
+    """Whether the flagship's best mode reaches :data:`GOAL` against stock + nnU-Net's post-processing."""
+    entry = intervals_vs_pp.get(method_name(FLAGSHIP, "best"))
+    if entry is None or entry["HD95"].get("estimate") is None or entry["Dice"].get("estimate") is None:
+        return None
+    hd95, dice = entry["HD95"], entry["Dice"]
+    checks = {
+        "HD95 ratio <= 0.90": hd95["estimate"] <= GOAL["HD95 ratio at most"],
+        "HD95 interval below 1": hd95["interval"][1] < GOAL["HD95 interval below"],
+        "Dice >= stock - 0.005": dice["estimate"] >= GOAL["Dice difference at least"],
+    }
+    return {"checks": checks, "reached": all(checks.values()), "hd95": hd95, "dice": dice}
+
+
+def modes_section(settings: Settings, data: Data, trainers: list[str], results: dict) -> str:
+    """Compare the inference modes over all seeds; adds ``results["inference_modes"]``; returns markdown."""
+    per_seed, per_seed_cases, choices = {}, {}, {}
+    n_cases = 0
+    for seed in settings.seeds:
+        comparison = compare_modes(settings, data, trainers, seed)
+        per_seed[seed] = foreground_means(comparison)
+        per_seed_cases[seed] = foreground_per_case(comparison)
+        n_cases = len(comparison.cases)
+        choices[seed] = {
+            t: json.loads((modes_root(trainer_paths(settings, data, t, seed)) / CHOICE).read_text())
+            for t in trainers
+        }
+    stock_pp = method_name(STOCK, "pp")
+    entry = {
+        "foreground_mean_per_seed": {str(k): v for k, v in per_seed.items()},
+        "choices": {str(k): v for k, v in choices.items()},
+        "paired_intervals_vs_stock": paired_intervals(per_seed_cases),
+        "paired_intervals_vs_stock_pp": paired_intervals(per_seed_cases, stock=stock_pp),
+    }
+    entry["goal"] = goal_verdict(entry["paired_intervals_vs_stock_pp"])
+    results["inference_modes"] = entry
+    lines = [
+        "## Inference modes, chosen on the fold's validation cases",
+        "",
+        "Per trainer and seed (benchmarks/accuracy_harness/inference.py): nnU-Net's post-processing "
+        "(`nnUNetv2_determine_postprocessing` on the validation predictions, `nnUNetv2_apply_postprocessing` "
+        "on the test predictions), SDM-guided post-processing (depth chosen on the validation cases), both, and "
+        "the best of them on the validation cases. Test cases are never used to choose.",
+        "",
+        paired_table(per_seed, paired_over_seeds(per_seed)),
+        "",
+        f"Paired 95 % intervals against {STOCK} (bootstrap over seeds and cases):",
+        "",
+        intervals_table(entry["paired_intervals_vs_stock"], settings.seeds, n_cases),
+        "",
+        f"Paired 95 % intervals against {stock_pp}:",
+        "",
+        intervals_table(entry["paired_intervals_vs_stock_pp"], settings.seeds, n_cases),
+        "",
+        "What was chosen on the validation cases:",
+        "",
+        choices_table(choices),
+        "",
+    ]
+    goal = entry["goal"]
+    if goal is not None:
+        h, d = goal["hd95"], goal["dice"]
+        lines += [
+            f"**Goal** ({method_name(FLAGSHIP, 'best')} against {stock_pp}: HD95 ratio <= 0.90 with its interval "
+            f"below 1, Dice >= stock - 0.005): **{'reached' if goal['reached'] else 'not reached'}**. "
+            f"HD95 ratio {h['estimate']:.3f} [{h['interval'][0]:.3f}, {h['interval'][1]:.3f}], Dice difference "
+            f"{d['estimate']:+.4f} [{d['interval'][0]:+.4f}, {d['interval'][1]:+.4f}].",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: list[str]) -> dict:
 
     comparison = compare_seed(settings, data, trainers)
@@ -453,6 +583,9 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
             f"\n## All seeds {settings.seeds}: foreground means over the test cases, paired by seed\n\n"
             f"The tables above are seed {settings.seed}'s.\n\n{table}\n"
         )
+    with_modes = [t for t in trainers if all(chosen(settings, data, t, seed) for seed in settings.seeds)]
+    if STOCK in with_modes:
+        markdown += "\n" + modes_section(settings, data, with_modes, results)
     (settings.out / "results.json").write_text(json.dumps(results, indent=2))
     (settings.out / "results.md").write_text(markdown)
     note(f"wrote {settings.out / 'results.json'}")

@@ -8,6 +8,7 @@ import time
 from nnunet_sdm.workflow import nnunet_environment
 
 from .data import check_manifest, make_manifest, make_split, prepare_data, write_split
+from .inference import run_modes
 from .report import compare_and_write
 from .settings import STARTED, STOCK, BenchmarkError, Settings, note, parse_args, step
 from .steps import plan, pretrain, run_trainer, train_one
@@ -62,6 +63,8 @@ def run(settings: Settings) -> int:
                 seed=seed,
                 warm_start=warm_start,
             )
+            if settings.inference_modes:
+                run_modes(settings, data, trainer, env, f"4/5 [{i + 1}/{len(runs)}]", fold["val"], seed=seed)
         except (RuntimeError, OSError) as error:
             key = trainer if len(settings.seeds) == 1 else f"{trainer} (seed {seed})"
             failed[key] = str(error)

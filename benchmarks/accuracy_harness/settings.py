@@ -68,6 +68,8 @@ class Settings:
     tta: bool = True
     #: nnU-Net's final validation of the fold's validation cases after each training (not used here)
     final_validation: bool = False
+    #: inference modes chosen on the fold's validation cases (nnU-Net's post-processing, SDM-guided)
+    inference_modes: bool = False
     num_processes: int = 2
     threads: int | None = None
     preset: str | None = None
@@ -124,6 +126,7 @@ def load_preset(name_or_path: str) -> tuple[dict, Path]:
         "disable_tta",
         "threads",
         "budget_note",
+        "inference_modes",
     }
     unknown = set(preset) - known
     if unknown:
@@ -224,6 +227,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "(what nnUNetv2_find_best_configuration needs; the benchmark itself scores the test cases only)",
     )
     parser.add_argument(
+        "--inference-modes",
+        action="store_true",
+        default=None,
+        help="also predict the fold's validation cases and, chosen on them, apply nnU-Net's post-processing "
+        "and (trainers with a truncated-SDM head) SDM-guided post-processing to the test predictions; "
+        "results with and without, side by side (benchmarks/accuracy_harness/inference.py)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -322,6 +333,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         jobs=args.jobs,
         tta=not pick("disable_tta", False),
         final_validation=args.final_validation,
+        inference_modes=bool(pick("inference_modes", False)),
         num_processes=max(1, args.num_processes),
         threads=_threads(pick("threads"), parser),
         preset=args.preset,

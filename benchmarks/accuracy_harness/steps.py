@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nnunet_sdm.evaluation import SUMMARY_NAME
 from nnunet_sdm.evaluation.compare import load_or_evaluate, summary_matches
+from nnunet_sdm.sdm_format import sdm_path
 from nnunet_sdm.workflow import plan_and_preprocess, predict_command, run_logged
 
 from .data import Data
@@ -141,15 +142,41 @@ def run_environment(env: dict[str, str], paths: TrainerPaths) -> dict[str, str]:
     return dict(env, nnUNet_results=str(paths.results_root))
 
 
-def predictions_complete(paths: TrainerPaths, data: Data) -> bool:
+def predictions_complete(
+    paths: TrainerPaths,
+    data: Data,
+    folder: Path | None = None,
+    cases: list[str] | None = None,
+    with_sdm: bool = False,
+) -> bool:
+    """Every case (default: the test cases) predicted in ``folder`` (default: the test predictions) after the
+    final checkpoint was written, with its SDM image when ``with_sdm``."""
     if not paths.checkpoint_final.is_file():
         return False
+    folder = paths.predictions if folder is None else folder
     trained = paths.checkpoint_final.stat().st_mtime
-    for case in data.test_cases:
-        f = paths.predictions / f"{case}{data.file_ending}"
+    for case in data.test_cases if cases is None else cases:
+        f = folder / f"{case}{data.file_ending}"
         if not f.is_file() or f.stat().st_mtime < trained:
             return False
+        if with_sdm and not sdm_path(folder / case, data.file_ending).is_file():
+            return False
     return True
+
+
+def saves_sdm(trainer: str) -> bool:
+    """Whether ``trainer``'s predictions are made with ``nnunet-sdm predict --save-sdm`` (the same label maps
+    as ``nnUNetv2_predict``, plus the SDMs): trainers with a truncated-SDM head, which SDM-guided
+    post-processing can use."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_sdm.workflow import register_trainers
+
+    register_trainers()
+    trainer_class = recursive_find_trainer_class_by_name(trainer)
+    return bool(getattr(trainer_class, "has_sdm_head", False)) and (
+        getattr(trainer_class, "truncation_mm", None) is not None
+    )
 
 
 def summary_up_to_date(paths: TrainerPaths, data: Data) -> bool:
@@ -171,8 +198,8 @@ def summary_up_to_date(paths: TrainerPaths, data: Data) -> bool:
     return ok
 
 
-def is_finished(paths: TrainerPaths, data: Data) -> bool:
-    return predictions_complete(paths, data) and summary_up_to_date(paths, data)
+def is_finished(paths: TrainerPaths, data: Data, trainer: str) -> bool:
+    return predictions_complete(paths, data, with_sdm=saves_sdm(trainer)) and summary_up_to_date(paths, data)
 
 
 def read_state(paths: TrainerPaths) -> dict:
@@ -285,16 +312,29 @@ def train_one(spec_json: str) -> int:
 
 
 def predict(
-    settings: Settings, data: Data, trainer: str, paths: TrainerPaths, env: dict[str, str]
+    settings: Settings,
+    data: Data,
+    trainer: str,
+    paths: TrainerPaths,
+    env: dict[str, str],
+    images: Path | None = None,
+    out: Path | None = None,
+    cases: list[str] | None = None,
+    log_name: str = "predict",
 ) -> tuple[float, float]:
-    if paths.predictions.is_dir():
+    """Predict ``images`` (default: the test images) into ``out`` (default: the test predictions); trainers
+    with a truncated-SDM head with ``nnunet-sdm predict --save-sdm`` (:func:`saves_sdm`)."""
+    images = data.test_images if images is None else images
+    out = paths.predictions if out is None else out
+    cases = data.test_cases if cases is None else cases
+    if out.is_dir():
         trained = paths.checkpoint_final.stat().st_mtime
-        stale = [p for p in paths.predictions.iterdir() if p.is_file() and p.stat().st_mtime < trained]
+        stale = [p for p in out.iterdir() if p.is_file() and p.stat().st_mtime < trained]
         for p in stale:  # predictions of an older model
             p.unlink()
     command = predict_command(
-        data.test_images,
-        paths.predictions,
+        images,
+        out,
         data.dataset_id,
         trainer,
         settings.plans_identifier,
@@ -303,17 +343,18 @@ def predict(
         configuration=CONFIGURATION,
         tta=settings.tta,
         continue_prediction=True,
+        save_sdm=saves_sdm(trainer),
     )
     started = time.time()
     cpu = run_logged(
         command,
         run_environment(env, paths),
-        settings.out / "logs" / f"predict_{trainer}{paths.log_suffix}.log",
+        settings.out / "logs" / f"{log_name}_{trainer}{paths.log_suffix}.log",
         announce=note,
     )
-    missing = [c for c in data.test_cases if not (paths.predictions / f"{c}{data.file_ending}").is_file()]
+    missing = [c for c in cases if not (out / f"{c}{data.file_ending}").is_file()]
     if missing:
-        raise RuntimeError(f"nnUNetv2_predict with {trainer} wrote no prediction for {missing[:5]}")
+        raise RuntimeError(f"predicting with {trainer} wrote no prediction for {missing[:5]} in {out}")
     return time.time() - started, cpu
 
 
@@ -361,7 +402,7 @@ def run_trainer(
     if seed is not None and len(settings.seeds) > 1:
         index = f"{index} seed {seed}"
     state = read_state(paths)
-    if is_finished(paths, data):
+    if is_finished(paths, data, trainer):
         step(f"{index} {trainer}: already finished (checkpoint_final, predictions and summary present)")
         return state
     state["device"] = settings.device
@@ -375,7 +416,7 @@ def run_trainer(
         )
         note(f"trained in {state['train_seconds']:.0f} s (CPU {state['train_cpu_seconds']:.0f} s)")
         write_state(paths, state)
-    if predictions_complete(paths, data):
+    if predictions_complete(paths, data, with_sdm=saves_sdm(trainer)):
         note(f"predictions present: {paths.predictions}")
     else:
         step(f"{index} {trainer}: nnUNetv2_predict {len(data.test_cases)} test cases -> {paths.predictions}")

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnunet_sdm.checks import check_non_negative
 from nnunet_sdm.flare.render import render
 from nnunet_sdm.workflow import trainers_registered
 
@@ -66,13 +67,13 @@ def _normalise_folds(folds: Sequence[str | int]) -> list[str]:
     return out
 
 
-def _check_trainer(trainer: str) -> None:
+def _check_trainer(trainer: str) -> type:
     """The trainer must be found the way the predictor finds it (nnU-Net's, or ours via nnUNet_extTrainer)."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     with trainers_registered():
         try:
-            recursive_find_trainer_class_by_name(trainer)
+            return recursive_find_trainer_class_by_name(trainer)
         except RuntimeError as e:
             raise SubmissionError(
                 f"trainer {trainer!r} is neither nnU-Net's nor nnunet-sdm's; predict.sh could not load it ({e})"
@@ -114,10 +115,13 @@ def package_submission(
     out: str | Path,
     checkpoint: str = "checkpoint_final.pth",
     base_image: str | None = None,
+    sdm_guided_depth_mm: float | None = None,
 ) -> Path:
     """Write the FLARE submission folder ``out`` (must not exist, or be empty) and return it.
 
     ``base_image``: the Dockerfile's default base (None: ``DEFAULT_BASE_IMAGE``).
+    ``sdm_guided_depth_mm``: predict.sh applies SDM-guided post-processing with this depth
+    (``nnunet-sdm predict --sdm-guided-depth``; trainers with truncated SDMs, label datasets); None: off.
     """
     base_image = base_image or DEFAULT_BASE_IMAGE
     import nnunetv2
@@ -144,7 +148,17 @@ def package_submission(
     missing = [m for m in missing if not Path(m).is_file()]
     if missing:
         raise SubmissionError(f"checkpoint(s) missing: {missing} (is the training of these folds finished?)")
-    _check_trainer(trainer)
+    trainer_class = _check_trainer(trainer)
+    if sdm_guided_depth_mm is not None:
+        try:
+            sdm_guided_depth_mm = check_non_negative("sdm_guided_depth_mm", sdm_guided_depth_mm)
+        except (TypeError, ValueError) as error:
+            raise SubmissionError(str(error)) from None
+        if getattr(trainer_class, "truncation_mm", None) is None:
+            raise SubmissionError(
+                f"SDM-guided post-processing: trainer {trainer} predicts no truncated SDM (no truncation_mm); "
+                "use a model of nnUNetTrainerSDM or one of its variants, or package without it"
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     model_rel = Path(MODEL_DIR) / dataset_name / model.name
@@ -171,6 +185,7 @@ def package_submission(
         "file_ending": file_ending,
         "labels": dataset_json["labels"],
         "base_image": base_image,
+        "sdm_guided_depth_mm": sdm_guided_depth_mm,
         "versions": {
             "nnunet_sdm": nnunet_sdm.__version__,
             "nnunetv2": getattr(nnunetv2, "__version__", None) or _version("nnunetv2"),
@@ -186,6 +201,12 @@ def package_submission(
             FOLDS=" ".join(folds),
             CHECKPOINT=checkpoint,
             FILE_ENDING=file_ending,
+            SDM_GUIDED_DEPTH="" if sdm_guided_depth_mm is None else f"{sdm_guided_depth_mm:g}",
+            MODEL_ROOT=MODEL_DIR,
+            DATASET=dataset_name,
+            CONFIGURATION=configuration,
+            TRAINER=trainer,
+            PLANS=plans,
         )
     )
     script.chmod(0o755)

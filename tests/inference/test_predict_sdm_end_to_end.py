@@ -229,16 +229,16 @@ def test_continue_prediction_redoes_cases_without_sdm(predictions, tmp_path):
     assert (out / "sdm" / f"{case}_sdm.nii.gz").is_file()
 
 
-def test_save_sdm_with_a_stock_trainer_stops_naming_it(predictions, tmp_path):
-    """A stock nnUNetTrainer model (initialised, not trained: enough for the predictor) has no SDM to write."""
+def _untrained_model(env: dict[str, str], trainer_name: str) -> None:
+    """An initialised, untrained model folder of ``trainer_name`` (enough for the predictor)."""
     from batchgenerators.utilities.file_and_folder_operations import save_json
     from nnunetv2.run.run_training import get_trainer_from_args
 
     old = dict(os.environ)
-    os.environ.update(predictions["env"])
+    os.environ.update(env)
     try:
         trainer = get_trainer_from_args(
-            "990", "3d_fullres", 0, "nnUNetTrainer", PLANS, device=torch.device("cpu")
+            "990", "3d_fullres", 0, trainer_name, PLANS, device=torch.device("cpu")
         )
         trainer.initialize()
         os.makedirs(trainer.output_folder, exist_ok=True)
@@ -254,6 +254,11 @@ def test_save_sdm_with_a_stock_trainer_stops_naming_it(predictions, tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def test_save_sdm_with_a_stock_trainer_stops_naming_it(predictions, tmp_path):
+    """A stock nnUNetTrainer model (initialised, not trained: enough for the predictor) has no SDM to write."""
+    _untrained_model(predictions["env"], "nnUNetTrainer")
     command = _predict_args(predictions, tmp_path / "out", "--save-sdm", trainer="nnUNetTrainer")
     result = subprocess.run(command, env=predictions["env"], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -268,3 +273,56 @@ def test_save_sdm_in_nnunets_sequential_path_is_a_clear_error(trained, tmp_path)
     result = subprocess.run(args, env=trained["env"], capture_output=True, text=True)
     assert result.returncode != 0
     assert "--save-sdm needs nnU-Net's background export" in result.stderr + result.stdout
+
+
+def test_sdm_guided_depth_filters_nnunets_prediction_and_keeps_it(predictions, tmp_path):
+    """``--sdm-guided-depth``: nnU-Net's label maps and SDMs in <o>/unfiltered, the filtered ones in <o>, equal
+    to ``nnunet-sdm sdm-guided`` on the unfiltered folder; a model without truncated SDMs stops naming it."""
+    from nnunet_sdm.inference.sdm_guided import apply_to_folder
+
+    _untrained_model(predictions["env"], "nnUNetTrainerSDM")
+    out = tmp_path / "out"
+    command = _predict_args(predictions, out, "--sdm-guided-depth", "0.5", trainer="nnUNetTrainerSDM")
+    run(command, predictions["env"])
+    cases = _cases(predictions)
+    unfiltered = out / "unfiltered"
+    for case in cases:
+        assert (unfiltered / f"{case}.nii.gz").is_file() and (
+            unfiltered / "sdm" / f"{case}_sdm.nii.gz"
+        ).is_file()
+    assert json.loads((out / "sdm_guided.json").read_text())["depth_mm"] == 0.5
+    assert (out / "plans.json").is_file() and (out / "dataset.json").is_file()  # nnU-Net's pp can read <o>
+    apply_to_folder(unfiltered, tmp_path / "again", 0.5)
+    for case in cases:
+        assert np.array_equal(_array(out / f"{case}.nii.gz"), _array(tmp_path / "again" / f"{case}.nii.gz"))
+
+    # the same through a FLARE package's predict.sh, from a clean environment
+    submission = tmp_path / "submission"
+    package = [
+        nnunet_bin("nnunet-sdm"),
+        "flare",
+        "package",
+        "-d",
+        "990",
+        "-tr",
+        "nnUNetTrainerSDM",
+        "-p",
+        PLANS,
+    ]
+    run([*package, "-f", "0", "-o", str(submission), "--sdm-guided-depth", "0.5"], predictions["env"])
+    clean = {"PATH": f"{Path(nnunet_bin('nnunet-sdm')).parent}:/usr/bin:/bin", "DEVICE": "cpu"}
+    flare_out = tmp_path / "flare"
+    run(["sh", str(submission / "predict.sh"), str(predictions["inputs"]), str(flare_out)], clean)
+    assert sorted(p.name for p in flare_out.iterdir()) == [f"{c}.nii.gz" for c in cases]
+    for case in cases:
+        assert np.array_equal(_array(out / f"{case}.nii.gz"), _array(flare_out / f"{case}.nii.gz"))
+
+    xue = _predict_args(predictions, tmp_path / "xue", "--sdm-guided-depth", "1")
+    result = subprocess.run(xue, env=predictions["env"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "trainer nnUNetTrainerSDM_Xue2020 predicts no truncated SDM" in result.stderr
+    negative = _predict_args(
+        predictions, tmp_path / "neg", "--sdm-guided-depth", "-1", trainer="nnUNetTrainerSDM"
+    )
+    result = subprocess.run(negative, env=predictions["env"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--sdm-guided-depth must be" in result.stderr, result.stderr[-2000:]

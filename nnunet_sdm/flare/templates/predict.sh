@@ -15,6 +15,8 @@ MODEL="$HERE/@@MODEL@@"
 FOLDS="@@FOLDS@@"
 CHECKPOINT="@@CHECKPOINT@@"
 FILE_ENDING="@@FILE_ENDING@@"
+# SDM-guided post-processing depth in mm (nnunet-sdm predict --sdm-guided-depth); empty: nnU-Net's prediction
+SDM_GUIDED_DEPTH="@@SDM_GUIDED_DEPTH@@"
 
 if ! command -v nnUNetv2_predict_from_modelfolder >/dev/null 2>&1; then
     echo "predict.sh: nnUNetv2_predict_from_modelfolder not on PATH; install nnunetv2 (see README.md)" >&2
@@ -48,10 +50,26 @@ fi
 mkdir -p "$OUTPUT"
 SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
-# FOLDS and TTA_FLAG are word lists: split on purpose
-# shellcheck disable=SC2086
-nnUNetv2_predict_from_modelfolder -i "$INPUT" -o "$SCRATCH" -m "$MODEL" -f $FOLDS -chk "$CHECKPOINT" \
-    -device "$DEVICE" -npp "${NPP:-1}" -nps "${NPS:-1}" --disable_progress_bar $TTA_FLAG
+if [ -n "$SDM_GUIDED_DEPTH" ]; then
+    # our predictor (the same label maps as nnU-Net's), then the components the SDM head places outside are
+    # removed; nnU-Net's own output stays in $SCRATCH/unfiltered
+    if command -v nnunet-sdm >/dev/null 2>&1; then
+        NNUNET_SDM="nnunet-sdm"
+    else
+        NNUNET_SDM="python3 -m nnunet_sdm.cli"
+    fi
+    # NNUNET_SDM, FOLDS and TTA_FLAG are word lists: split on purpose
+    # shellcheck disable=SC2086
+    nnUNet_results="$HERE/@@MODEL_ROOT@@" $NNUNET_SDM predict -i "$INPUT" -o "$SCRATCH" -d "@@DATASET@@" \
+        -c "@@CONFIGURATION@@" -tr "@@TRAINER@@" -p "@@PLANS@@" -f $FOLDS -chk "$CHECKPOINT" \
+        -device "$DEVICE" -npp "${NPP:-1}" -nps "${NPS:-1}" --disable_progress_bar $TTA_FLAG \
+        --sdm-guided-depth "$SDM_GUIDED_DEPTH"
+else
+    # FOLDS and TTA_FLAG are word lists: split on purpose
+    # shellcheck disable=SC2086
+    nnUNetv2_predict_from_modelfolder -i "$INPUT" -o "$SCRATCH" -m "$MODEL" -f $FOLDS -chk "$CHECKPOINT" \
+        -device "$DEVICE" -npp "${NPP:-1}" -nps "${NPS:-1}" --disable_progress_bar $TTA_FLAG
+fi
 for f in "$SCRATCH"/*"$FILE_ENDING"; do
     [ -e "$f" ] || continue
     mv "$f" "$OUTPUT/"
