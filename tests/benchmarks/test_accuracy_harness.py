@@ -237,3 +237,65 @@ def test_seeds_are_paired_with_stock_in_results(warm_seeds):
     markdown = (out / "results.md").read_text()
     assert "## All seeds [0, 1]" in markdown and "warm start: every trainer and seed fine-tuned" in markdown
     assert "| nnUNetTrainerSDM_Xue2020 | " in markdown.split("## All seeds")[1]
+
+
+@pytest.fixture(scope="module")
+def modes(benchmark, tmp_path_factory):
+    """Stock and the flagship with the inference modes (chosen on the fold's validation cases)."""
+    out = tmp_path_factory.mktemp("modes") / "out"
+    args = list(benchmark["args"])
+    args[args.index("--out") + 1] = str(out)
+    args[args.index("--trainers") + 1 : args.index("--trainers") + 1 + len(TRAINERS)] = MODE_TRAINERS
+    args += ["--inference-modes", "--disable-tta"]
+    return {"out": out, "args": args, "stdout": _check(_harness(args, benchmark["env"]))}
+
+
+MODE_TRAINERS = ["nnUNetTrainer", "nnUNetTrainerSDM"]
+
+
+def test_inference_modes_are_chosen_on_validation_cases_only(modes, benchmark):
+    out = modes["out"]
+    split = json.loads((out / "benchmark.json").read_text())["split"][0]
+    for trainer in MODE_TRAINERS:
+        validation = out / "validation" / trainer
+        assert sorted(p.name for p in validation.glob("*.nii.gz")) == sorted(
+            f"{c}.nii.gz" for c in split["val"]
+        )
+        assert not set(split["val"]) & set(benchmark["test_cases"])
+        choice = json.loads((out / "modes" / trainer / "choice.json").read_text())
+        assert (
+            choice["validation_cases"] == len(split["val"]) and choice["best"] in choice["validation_means"]
+        )
+        modes_here = ["pp", "best"] + (
+            ["sdm_guided", "sdm_guided_pp"] if trainer == "nnUNetTrainerSDM" else []
+        )
+        for mode in modes_here:
+            folder = out / "modes" / trainer / mode
+            assert sorted(p.name for p in folder.glob("*.nii.gz")) == [
+                f"{c}.nii.gz" for c in benchmark["test_cases"]
+            ]
+            assert (folder / "summary_surface.json").is_file()
+    flagship = json.loads((out / "modes" / "nnUNetTrainerSDM" / "choice.json").read_text())
+    assert flagship["sdm_guided"]["depth_mm"] in (None, 0.0, 1.0, 2.0, 3.0, 5.0)
+    assert set(flagship["sdm_guided"]["validation"]) == {"off", "0", "1", "2", "3", "5"}
+    assert (
+        out / "validation" / "nnUNetTrainerSDM" / "sdm" / "sdm.json"
+    ).is_file()  # predicted with --save-sdm
+    assert not (out / "modes" / "nnUNetTrainer" / "sdm_guided").exists()  # no SDM head: no SDM-guided mode
+
+
+def test_inference_modes_in_results_and_resumed(modes, benchmark):
+    out = modes["out"]
+    results = json.loads((out / "results.json").read_text())["inference_modes"]
+    against_pp = results["paired_intervals_vs_stock_pp"]
+    assert "nnUNetTrainerSDM best (chosen on validation)" in against_pp and "nnUNetTrainer" in against_pp
+    assert results["goal"] is not None and set(results["goal"]["checks"]) == {
+        "HD95 ratio <= 0.90",
+        "HD95 interval below 1",
+        "Dice >= stock - 0.005",
+    }
+    markdown = (out / "results.md").read_text()
+    assert "## Inference modes, chosen on the fold's validation cases" in markdown and "**Goal**" in markdown
+    assert "| nnUNetTrainerSDM + SDM-guided + nnU-Net pp |" in markdown
+    again = _check(_harness(modes["args"], benchmark["env"]))
+    assert "inference modes chosen" not in again and "nnUNetv2_predict" not in again

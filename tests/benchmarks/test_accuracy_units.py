@@ -23,7 +23,7 @@ from benchmarks.accuracy_harness.report import (
     paired_table,
     ratios_to_stock,
 )
-from benchmarks.accuracy_harness.settings import SPLITS_DIR, BenchmarkError, Settings, parse_args
+from benchmarks.accuracy_harness.settings import PRESETS_DIR, SPLITS_DIR, BenchmarkError, Settings, parse_args
 from benchmarks.accuracy_harness.steps import (
     EpochSummary,
     first_epoch_reaching,
@@ -309,3 +309,44 @@ def test_paired_intervals_call_a_consistent_gain_better_and_noise_undecided():
     assert paired_intervals(shifted, replicates=2000)["nnUNetTrainerSDM"]["HD95"]["verdict"] == "better"
     table = intervals_table({"nnUNetTrainerSDM": result}, list(range(5)), 40)
     assert "0.800 [0.800, 0.800] **better** (200/0/0)" in table
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in PRESETS_DIR.glob("*.json") if "trainers" in p.read_text())
+)
+def test_every_preset_resolves_its_files_and_warm_presets_have_five_seeds(preset):
+    settings = parse_args(["--raw", str(HIPPOCAMPUS), "--preset", preset, "--out", "/tmp/x"])
+    content = json.loads((PRESETS_DIR / f"{preset}.json").read_text())
+    assert settings.plans_override is None or settings.plans_override.is_file()
+    assert settings.test_cases_file is None or settings.test_cases_file.is_file()
+    assert content.get("budget_note"), "every preset writes down its budget arithmetic"
+    if settings.warm_start is not None:
+        assert len(settings.seeds) >= 5 and settings.inference_modes  # paired statistics need seeds (#18)
+
+
+def test_la2018_split_and_small_patch_override():
+    content = json.loads((SPLITS_DIR / "la2018_test_cases.json").read_text())
+    cases = content["test_cases"]
+    assert len(cases) == content["n_test"] == 20 and cases == sorted(cases) and len(set(cases)) == 20
+    override = json.loads((PRESETS_DIR / "la2018_cpu_small_patch.json").read_text())
+    assert override["configuration"]["patch_size"] == [32, 64, 64]
+    raw = SHARED_DATA / "Dataset105_LA2018"
+    if raw.is_dir():
+        all_cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
+        assert len(all_cases) == 80 and cases == choose_test_cases(all_cases, 20, seed=0)
+
+
+def test_choose_takes_the_lowest_hd95_within_the_dice_tolerance_else_the_reference():
+    from benchmarks.accuracy_harness.inference import DICE_TOLERANCE, choose
+
+    plain = {"Dice": 0.90, "HD95": 5.0}
+    assert choose({"off": plain, "1": {"Dice": 0.90, "HD95": 5.0}}, "off") == "off"  # ties keep the reference
+    assert (
+        choose({"off": plain, "1": {"Dice": 0.899, "HD95": 4.0}, "2": {"Dice": 0.91, "HD95": 4.5}}, "off")
+        == "1"
+    )
+    too_costly = {"Dice": 0.90 - 2 * DICE_TOLERANCE, "HD95": 1.0}
+    assert choose({"off": plain, "5": too_costly}, "off") == "off"
+    assert (
+        choose({"plain": plain, "pp": {"Dice": 0.95, "HD95": 6.0}}, "plain") == "plain"
+    )  # Dice alone is not it
