@@ -40,13 +40,27 @@ class SDMOutput(NamedTuple):
     sdm: torch.Tensor | None
 
 
+#: the SDM channels' activation: Xue et al.'s tanh (bounded to [-1, 1]), or none ("linear": a regression
+#: output whose gradient never vanishes; the flagship's, see nnunet_sdm.training.sdm)
+SDM_ACTIVATIONS = ("tanh", "linear")
+
+
 class SDMHeadNetwork(nn.Module):
-    def __init__(self, backbone: nn.Module, num_seg_channels: int, num_sdm_channels: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_seg_channels: int,
+        num_sdm_channels: int,
+        sdm_activation: str = "tanh",
+    ) -> None:
         super().__init__()
         if num_seg_channels < 0 or num_sdm_channels < 0 or num_seg_channels + num_sdm_channels == 0:
             raise ValueError(
                 f"SDMHeadNetwork needs segmentation or SDM channels, got {num_seg_channels} and {num_sdm_channels}"
             )
+        if sdm_activation not in SDM_ACTIVATIONS:
+            raise ValueError(f"sdm_activation must be one of {SDM_ACTIVATIONS}, got {sdm_activation!r}")
+        self.sdm_activation = sdm_activation
         for name, child in backbone.named_children():
             self.add_module(name, child)
         # Not registered as a submodule: its parameters are the children registered above, and its
@@ -68,7 +82,9 @@ class SDMHeadNetwork(nn.Module):
 
     def split(self, raw: torch.Tensor) -> SDMOutput:
         seg = raw[:, : self.num_seg_channels] if self.num_seg_channels else None
-        sdm = torch.tanh(raw[:, self.num_seg_channels :]) if self.num_sdm_channels else None
+        sdm = raw[:, self.num_seg_channels :] if self.num_sdm_channels else None
+        if sdm is not None and self.sdm_activation == "tanh":
+            sdm = torch.tanh(sdm)
         return SDMOutput(seg, sdm)
 
     def logits(self, out: SDMOutput) -> torch.Tensor:
@@ -166,8 +182,9 @@ def add_output_channels(backbone: nn.Module, extra_channels: int) -> nn.Module:
 
     The backbone was built (and initialised) with the stock channel count, so its weights, the
     segmentation rows of the output layers included, are exactly the ones ``nnUNetTrainer`` gets from
-    the same random state; only the new rows draw from the random generator afterwards, with the
-    backbone's own ``initialize``. The widened layers are :class:`SplitOutputConv`. Returns the backbone.
+    the same random state (the widened layers still draw from the generator, with the backbone's own
+    ``initialize``, as before). The new rows start at zero: an SDM of 0, where tanh has its full
+    gradient. The widened layers are :class:`SplitOutputConv`. Returns the backbone.
     """
     if extra_channels < 0:
         raise ValueError(f"extra_channels must be >= 0, got {extra_channels}")
@@ -187,11 +204,17 @@ def add_output_channels(backbone: nn.Module, extra_channels: int) -> nn.Module:
             bias=old.bias is not None,
         ).to(device=old.weight.device, dtype=old.weight.dtype)
         if initialize is not None:
-            initialize(new)
+            initialize(new)  # keeps the random stream of earlier versions; the new rows are zeroed below
         with torch.no_grad():
             new.weight[: old.out_channels] = old.weight
             if old.bias is not None:
                 new.bias[: old.out_channels] = old.bias
+            # SDM rows start at 0 (tanh'(0) = 1). He-initialised rows on trained (warm-start) features
+            # start deep in tanh's saturation, where the gradient vanishes: the head then stays at +1
+            # everywhere (measured, #18), so nothing of the distance terms reaches the segmentation.
+            new.weight[old.out_channels :] = 0.0
+            if new.bias is not None:
+                new.bias[old.out_channels :] = 0.0
         layers[i] = SplitOutputConv(new, old.out_channels)
     return backbone
 

@@ -211,8 +211,10 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
 
     #: the network has nnU-Net's segmentation head (num_segmentation_heads logits)
     has_segmentation_head: bool = False
-    #: the network has an SDM head (one tanh channel per foreground class)
+    #: the network has an SDM head (one channel per foreground class)
     has_sdm_head: bool = True
+    #: the SDM head's activation (``nnunet_sdm.network.SDM_ACTIVATIONS``): the papers' tanh by default
+    sdm_activation: str = "tanh"
     #: the loss needs a distance target (``distance_target``) at every scale
     uses_distance_targets: bool = True
     #: the data loader delivers the distance targets as extra target channels (``SDMTargetTransform``)
@@ -402,7 +404,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
                     "and ResidualUNet (nnUNetPlans, nnUNetResEnc*Plans) and networks with the same output layers."
                 )
             add_output_channels(backbone, num_sdm)
-        return SDMHeadNetwork(backbone, num_seg, num_sdm)
+        return SDMHeadNetwork(backbone, num_seg, num_sdm, sdm_activation=cls.sdm_activation)
 
     # ---- loss --------------------------------------------------------------------------------
     def _build_loss(self) -> nn.Module:

@@ -73,6 +73,8 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
 
     #: SDM target clamp(sdm / truncation_mm, -1, 1), computed in that band only (the base's targets)
     truncation_mm = 5.0
+    #: a linear SDM output: tanh rows saturate at +1 under nnU-Net's SGD (momentum 0.99) and stop learning
+    sdm_activation = "linear"
     #: weight of the SDM regression terms (L2 and product); the SDM rows always learn at this weight
     sdm_weight: float = 0.1
     #: weight of the Heaviside consistency between the heads once ramped in
