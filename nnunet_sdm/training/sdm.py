@@ -7,12 +7,18 @@ Design (why each part is there):
   what stock learns, and every nnU-Net tool (predictor, ensembling, post-processing) sees a stock model.
   The network is stock's, initialised identically from the same random state (the SDM rows of the 1x1
   output layers are appended after), so with the distance terms off it *is* ``nnUNetTrainer`` (A/A tests).
-- **An SDM head** (one tanh channel per foreground class at every deep-supervision scale, Xue et al. 2020)
-  regresses the signed distance map **truncated in mm**, ``clamp(sdm / tau, -1, 1)``, tau = 5 mm, with
+- **An SDM head** (one *linear* channel per foreground class at every deep-supervision scale, its rows
+  of the 1x1 output layers starting at zero) regresses the signed distance map **truncated in mm**,
+  ``clamp(sdm / tau, -1, 1)``, tau = 5 mm, with
   an L2 loss (Wang & Zhang 2021) plus Xue et al.'s product loss (eq. 4). Not Xue's per-patch
   normalisation: it divides the outside distances by the largest one in the patch, so one voxel next to
   a boundary becomes a target of ~0.02 in a large patch (and depends on where the patch was cut); the
-  truncated target is 1 / tau per mm everywhere (docs/diagnosis.md).
+  truncated target is 1 / tau per mm everywhere (docs/diagnosis.md). Linear, not Xue's tanh: the target
+  is +1 on most voxels of a patch (everything tau away from the object), which tanh reaches only at
+  infinity, and under nnU-Net's SGD (momentum 0.99) tanh rows overshoot into saturation at +1 within the
+  first epoch, where their gradient vanishes; they then stay "outside" everywhere (measured on hippocampus,
+  #18: predicted SDM > 0.8 on every voxel of the structure). Linear rows keep a gradient proportional to
+  their error.
 - **A differentiable Heaviside couples the heads** (dual-task consistency, Luo et al. AAAI 2021):
   ``mean (softmax_c - sigmoid(-k * sdm_c))^2``, with k chosen per scale so that the soft step reaches
   0.95 one voxel from the zero level (k = 3 tau / spacing). Xue's k = 1500 on [-1, 1] SDMs has a usable

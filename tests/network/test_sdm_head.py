@@ -142,3 +142,32 @@ def test_the_ramp_does_not_recompile_a_compiled_network():
             eager_grad = torch.autograd.grad(network(x)[:, 3:].sum(), network[0].weight)[0]
             compiled_grad = torch.autograd.grad(compiled(x)[:, 3:].sum(), network[0].weight)[0]
             torch.testing.assert_close(compiled_grad, eager_grad)
+
+
+def test_appended_sdm_rows_start_at_zero_and_the_linear_head_passes_them_through():
+    """#18: He-initialised tanh rows saturate and stop learning; the flagship's rows start at 0, linear."""
+    from nnunet_sdm.network import add_output_channels
+
+    torch.manual_seed(0)
+    backbone = add_output_channels(tiny_unet(3, deep_supervision=False), 2)
+    layer = backbone.decoder.seg_layers[-1]
+    weight = next(p for name, p in layer.named_parameters() if name.endswith("weight"))
+    assert weight.shape[0] == 5 and weight[3:].abs().max() == 0 and weight[:3].abs().max() > 0
+    linear = SDMHeadNetwork(backbone, 3, 2, sdm_activation="linear")
+    raw = torch.randn(1, 5, 4, 4, 4) * 3
+    assert torch.equal(linear.split(raw).sdm, raw[:, 3:])
+    assert torch.equal(SDMHeadNetwork(tiny_unet(5), 3, 2).split(raw).sdm, torch.tanh(raw[:, 3:]))
+    with pytest.raises(ValueError, match="sdm_activation must be one of"):
+        SDMHeadNetwork(tiny_unet(5), 3, 2, sdm_activation="relu")
+
+
+def test_the_flagship_builds_a_linear_head_and_the_paper_trainers_keep_tanh():
+    from nnunet_sdm.training.sdm import nnUNetTrainerSDM
+    from nnunet_sdm.training.wang_zhang import nnUNetTrainerSDMDualHead
+    from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
+
+    assert nnUNetTrainerSDM.sdm_activation == "linear"
+    assert (
+        nnUNetTrainerSDMDualHead.sdm_activation == "tanh"
+        and nnUNetTrainerSDM_Xue2020.sdm_activation == "tanh"
+    )
