@@ -9,7 +9,10 @@ per foreground class ``c`` and predicted connected component ``C`` of ``c`` (26-
 
 i.e. the SDM head places some voxel of the component at least ``depth_mm`` inside class ``c``; removed
 components become background (0), as nnU-Net's own "keep the largest component" post-processing does.
-``depth_mm = 0`` keeps every component that has one voxel with a negative SDM. Which ``depth_mm`` (and
+``depth_mm = 0`` keeps every component that has one voxel with a negative SDM. A class is never emptied:
+when the rule would remove all its components, the one with the lowest SDM is kept (an SDM head that
+places the whole structure outside is wrong about the structure, not evidence that there is none; like
+nnU-Net's keep-the-largest-component, the rule only removes extra components). Which ``depth_mm`` (and
 whether to use the rule at all) is chosen on validation folds, never on test cases.
 
 Works on what ``nnunet-sdm predict --save-sdm`` writes (``nnunet_sdm.sdm_format``): a label map per case and
@@ -50,7 +53,8 @@ def remove_components_outside_sdm(
         sdm: float ``(len(classes), *spatial)``, the predicted SDM of each class (negative inside).
         classes: the label value of each SDM channel.
         threshold: a component of class ``c`` is kept iff ``min(sdm_c)`` over it is ``<= threshold``
-            (``-depth_mm / tau`` for truncated SDMs).
+            (``-depth_mm / tau`` for truncated SDMs), or it is the class's component with the lowest
+            ``min(sdm_c)`` and no other is kept.
 
     Returns:
         the filtered label map (a copy) and ``{class: components removed}``.
@@ -71,6 +75,8 @@ def remove_components_outside_sdm(
         components, count = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
         minima = np.asarray(ndimage.minimum(sdm[channel], components, index=np.arange(1, count + 1)))
         outside = np.flatnonzero(minima > threshold) + 1
+        if outside.size == count:  # never empty a class: keep the component the SDM places deepest
+            outside = outside[outside != int(np.argmin(minima)) + 1]
         if outside.size:
             out[np.isin(components, outside)] = 0
         removed[int(label)] = int(outside.size)

@@ -33,7 +33,19 @@ def test_removes_exactly_the_components_the_sdm_places_outside():
     expected[3:5, 14:16, 14:16] = 0
     assert np.array_equal(out, expected) and out is not labels
     deeper, removed = remove_components_outside_sdm(labels, sdm, [1, 2], threshold=-0.2)  # 1 mm at tau 5
-    assert removed == {1: 1, 2: 1} and not (deeper == 2).any() and (deeper == 1).sum() == 4 * 7 * 7
+    # class 2's only component is too shallow, but a class is never emptied: it stays
+    assert (
+        removed == {1: 1, 2: 0}
+        and (deeper == 2).sum() == (labels == 2).sum()
+        and (deeper == 1).sum() == 4 * 7 * 7
+    )
+    # all components of class 1 outside: the one the SDM places deepest stays
+    outside = sdm.copy()
+    outside[0][2:6, 2:9, 2:9] = 0.3
+    kept, removed = remove_components_outside_sdm(labels, outside, [1, 2], threshold=0.0)
+    assert (
+        removed[1] == 1 and (kept == 1).sum() == 2 * 2 * 2
+    )  # the blob (0.05) is deeper than the organ (0.3)
     with pytest.raises(SDMGuidedError, match="does not hold one map"):
         remove_components_outside_sdm(labels, sdm[:1], [1, 2], 0.0)
 
