@@ -409,21 +409,24 @@ def paired_table(per_seed: dict[int, dict[str, dict[str, float | None]]], paired
     return "\n".join(lines)
 
 
-def compare_seed(settings: Settings, data: Data, trainers: list[str], seed: int | None = None):
-
-    folders = [trainer_paths(settings, data, t, seed).predictions for t in trainers]
+def _compare_on_test_cases(settings: Settings, data: Data, folders: list, names: list[str]):
     return compare_folders(
         folders,
         data.test_labels,
         list(data.labels),
         TOLERANCES,
-        names=trainers,
+        names=names,
         num_workers=settings.num_processes,
         dataset_json=settings.out / "test" / "dataset.json",
         file_ending=data.file_ending,
         progress=False,
         log=note,
     )
+
+
+def compare_seed(settings: Settings, data: Data, trainers: list[str], seed: int | None = None):
+    folders = [trainer_paths(settings, data, t, seed).predictions for t in trainers]
+    return _compare_on_test_cases(settings, data, folders, trainers)
 
 
 def chosen(settings: Settings, data: Data, trainer: str, seed: int) -> bool:
@@ -438,18 +441,7 @@ def compare_modes(settings: Settings, data: Data, trainers: list[str], seed: int
         for mode in ("plain", *modes_of(trainer)):
             names.append(method_name(trainer, mode))
             folders.append(mode_folder(paths, mode))
-    return compare_folders(
-        folders,
-        data.test_labels,
-        list(data.labels),
-        TOLERANCES,
-        names=names,
-        num_workers=settings.num_processes,
-        dataset_json=settings.out / "test" / "dataset.json",
-        file_ending=data.file_ending,
-        progress=False,
-        log=note,
-    )
+    return _compare_on_test_cases(settings, data, folders, names)
 
 
 def choices_table(choices: dict[int, dict[str, dict]]) -> str:
