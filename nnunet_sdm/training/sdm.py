@@ -49,9 +49,11 @@ Loss per deep-supervision scale (nnU-Net's weights), with w the ramp in [0, 1]::
 
 and the gradient of the SDM rows into the shared network multiplied by w.
 
-Measured (docs/accuracy.md, hippocampus, fine-tuned from one stock model, 3 seeds paired with stock):
-HD95 ratio to stock 0.966 +- 0.060, ASSD 0.985 +- 0.040, Dice +0.001, NSD@1mm +0.004; the paper's dual
-head at weight 1: HD95 1.016, ASSD 1.044, Dice -0.004. Small, not yet significant over 3 seeds.
+Measured (docs/accuracy.md, #18, fine-tuned from one stock model): the results before #18 had a dead SDM
+head (see above). With the live head, hippocampus seed 0: HD95 x0.92 [0.85, 0.99] against stock + nnU-Net's
+post-processing, Dice +-0.000. LA 2018, 5 seeds: worse than stock + pp (HD95 x1.27 [1.07, 1.54], Dice
+-0.011) at a 300-iteration fine-tune. The weights and ramp were set with the dead head and need
+re-choosing on validation folds.
 """
 
 from __future__ import annotations
