@@ -80,7 +80,7 @@ def _link(source: Path, target: Path) -> None:
     target.symlink_to(source)
 
 
-def _sync_links(folder: Path, wanted: dict[str, Path]) -> None:
+def sync_links(folder: Path, wanted: dict[str, Path]) -> None:
     """Make ``folder`` hold exactly the symlinks ``wanted`` (name -> source)."""
     folder.mkdir(parents=True, exist_ok=True)
     for existing in folder.iterdir():
@@ -146,8 +146,8 @@ def prepare_data(settings: Settings) -> Data:
     for case in train_cases:
         for f in _image_files(raw / "imagesTr", case, file_ending, len(channels)):
             images[f.name] = f.resolve()
-    _sync_links(target / "imagesTr", images)
-    _sync_links(
+    sync_links(target / "imagesTr", images)
+    sync_links(
         target / "labelsTr",
         {f"{c}{file_ending}": (raw / "labelsTr" / f"{c}{file_ending}").resolve() for c in train_cases},
     )
@@ -160,8 +160,8 @@ def prepare_data(settings: Settings) -> Data:
     for case in test_cases:
         for f in _image_files(test_images_src, case, file_ending, len(channels)):
             test_images[f.name] = f.resolve()
-    _sync_links(test_dir / "imagesTs", test_images)
-    _sync_links(
+    sync_links(test_dir / "imagesTs", test_images)
+    sync_links(
         test_dir / "labelsTs",
         {f"{c}{file_ending}": (test_labels_src / f"{c}{file_ending}").resolve() for c in test_cases},
     )

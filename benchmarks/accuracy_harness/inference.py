@@ -31,7 +31,7 @@ from pathlib import Path
 from nnunet_sdm.evaluation.compare import load_or_evaluate
 from nnunet_sdm.workflow import nnunet_command, run_logged
 
-from .data import Data
+from .data import Data, sync_links
 from .settings import TOLERANCES, Settings, note, step
 from .steps import (
     TrainerPaths,
@@ -88,8 +88,6 @@ def stage_validation_cases(settings: Settings, data: Data, cases: list[str]) -> 
     """``OUT/validation_cases/{imagesTr,labelsTr}``: links to the fold's validation cases."""
     root = settings.out / "validation_cases"
     images, labels = root / "imagesTr", root / "labelsTr"
-    for folder in (images, labels):
-        folder.mkdir(parents=True, exist_ok=True)
     wanted_images = {
         f.name: f.resolve()
         for case in cases
@@ -98,14 +96,8 @@ def stage_validation_cases(settings: Settings, data: Data, cases: list[str]) -> 
     wanted_labels = {
         f"{c}{data.file_ending}": (data.raw / "labelsTr" / f"{c}{data.file_ending}").resolve() for c in cases
     }
-    for folder, wanted in ((images, wanted_images), (labels, wanted_labels)):
-        for existing in folder.iterdir():
-            if existing.name not in wanted:
-                existing.unlink()
-        for name, source in wanted.items():
-            target = folder / name
-            if not target.is_symlink():
-                target.symlink_to(source)
+    sync_links(images, wanted_images)
+    sync_links(labels, wanted_labels)
     missing = [c for c in cases if not any(n.startswith(f"{c}_") for n in wanted_images)]
     if missing:
         raise RuntimeError(f"{data.raw / 'imagesTr'}: no images of validation case(s) {missing[:5]}")

@@ -3,6 +3,7 @@ prediction and evaluation, each skipped when its output is already there."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -164,19 +165,18 @@ def predictions_complete(
     return True
 
 
+@functools.cache
 def saves_sdm(trainer: str) -> bool:
     """Whether ``trainer``'s predictions are made with ``nnunet-sdm predict --save-sdm`` (the same label maps
     as ``nnUNetv2_predict``, plus the SDMs): trainers with a truncated-SDM head, which SDM-guided
-    post-processing can use."""
+    post-processing can use. Looked up once per trainer."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    from nnunet_sdm.inference.sdm_guided import has_truncated_sdm
     from nnunet_sdm.workflow import register_trainers
 
     register_trainers()
-    trainer_class = recursive_find_trainer_class_by_name(trainer)
-    return bool(getattr(trainer_class, "has_sdm_head", False)) and (
-        getattr(trainer_class, "truncation_mm", None) is not None
-    )
+    return has_truncated_sdm(recursive_find_trainer_class_by_name(trainer))
 
 
 def summary_up_to_date(paths: TrainerPaths, data: Data) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from nnunet_sdm.checks import check_non_negative
 from nnunet_sdm.flare.render import render
+from nnunet_sdm.inference.sdm_guided import has_truncated_sdm
 from nnunet_sdm.workflow import trainers_registered
 
 __all__ = [
@@ -154,7 +155,7 @@ def package_submission(
             sdm_guided_depth_mm = check_non_negative("sdm_guided_depth_mm", sdm_guided_depth_mm)
         except (TypeError, ValueError) as error:
             raise SubmissionError(str(error)) from None
-        if getattr(trainer_class, "truncation_mm", None) is None:
+        if not has_truncated_sdm(trainer_class):
             raise SubmissionError(
                 f"SDM-guided post-processing: trainer {trainer} predicts no truncated SDM (no truncation_mm); "
                 "use a model of nnUNetTrainerSDM or one of its variants, or package without it"

@@ -503,7 +503,9 @@ def check_sdm_guided(predictor: SDMPredictor, depth_mm: float) -> None:
         check_non_negative("--sdm-guided-depth", depth_mm)
     except (TypeError, ValueError) as error:
         raise SDMExportError(str(error)) from None
-    if getattr(predictor.trainer_class, "truncation_mm", None) is None:
+    from nnunet_sdm.inference.sdm_guided import has_truncated_sdm
+
+    if not has_truncated_sdm(predictor.trainer_class):
         raise SDMExportError(
             f"--sdm-guided-depth: trainer {predictor.trainer_name} predicts no truncated SDM (no truncation_mm), "
             "so its SDM has no depth in mm; use a model of nnUNetTrainerSDM or one of its variants"

@@ -33,11 +33,19 @@ from scipy import ndimage
 from nnunet_sdm.checks import check_non_negative
 from nnunet_sdm.sdm_format import SDM_FOLDER, SDM_INFO, read_sdm, sdm_path
 
-__all__ = ["SDMGuidedError", "apply_to_folder", "remove_components_outside_sdm"]
+__all__ = ["SDMGuidedError", "apply_to_folder", "has_truncated_sdm", "remove_components_outside_sdm"]
 
 
 class SDMGuidedError(ValueError):
     """Inputs that SDM-guided post-processing cannot use (names the file or setting)."""
+
+
+def has_truncated_sdm(trainer_class: type) -> bool:
+    """Whether ``trainer_class`` predicts a truncated SDM (an SDM head and ``truncation_mm``): the SDMs
+    whose values are depths in mm, which the rule needs."""
+    return bool(getattr(trainer_class, "has_sdm_head", False)) and (
+        getattr(trainer_class, "truncation_mm", None) is not None
+    )
 
 
 def remove_components_outside_sdm(
