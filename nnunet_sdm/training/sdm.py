@@ -154,3 +154,25 @@ class nnUNetTrainerSDM_Weight1(nnUNetTrainerSDM):
 
     sdm_weight = 1.0
     consistency_weight = 1.0
+
+
+class nnUNetTrainerSDM_LongRamp(nnUNetTrainerSDM):
+    """Ablation: the SDM head's pull on the shared network and the consistency ramp in over all the epochs.
+
+    Tests the #18 hypothesis that the live head, at full weight after 10 % of a short fine-tuning, pulls a
+    converged model's features away from the segmentation before it has learned the distances.
+    """
+
+    ramp_fraction = 1.0
+
+
+class nnUNetTrainerSDM_DetachedHead(nnUNetTrainerSDM):
+    """Ablation: the SDM head learns on the shared features but never sends them a gradient; no consistency.
+
+    The segmentation is then trained as stock's (the same losses on the same network and batches; only
+    nnU-Net's gradient-norm clipping also sees the SDM rows), and the SDM head is there for SDM-guided
+    inference alone: it measures what the predicted distances add at inference without changing training.
+    """
+
+    def distance_ramp(self) -> float:
+        return 0.0

@@ -61,6 +61,8 @@ BAD_SETTINGS: dict[str, list[tuple]] = {
     "nnUNetTrainerSDM": FLAGSHIP_BAD,
     "nnUNetTrainerSDM_NoRamp": FLAGSHIP_BAD,
     "nnUNetTrainerSDM_Weight1": FLAGSHIP_BAD,
+    "nnUNetTrainerSDM_LongRamp": FLAGSHIP_BAD,
+    "nnUNetTrainerSDM_DetachedHead": FLAGSHIP_BAD,
     "nnUNetTrainerSDM_Xue2020": XUE_BAD,
     "nnUNetTrainerSDM_Xue2020SDMOnly": [*XUE_BAD, ("sdm_weight", 0.0, "every term is switched off")],
     "nnUNetTrainerSDM_Xue2020L1": XUE_BAD,

@@ -12,9 +12,9 @@ import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_sdm.network import load_warm_start, unwrap
+from nnunet_sdm.network import load_warm_start, set_sdm_trunk_gradient_scale, unwrap
 from nnunet_sdm.training.caliva import nnUNetTrainerDistPenaltyDiceCE
-from nnunet_sdm.training.sdm import nnUNetTrainerSDM
+from nnunet_sdm.training.sdm import nnUNetTrainerSDM, nnUNetTrainerSDM_DetachedHead
 from nnunet_sdm.training.wang_zhang import nnUNetTrainerSDMDualHead
 
 
@@ -121,6 +121,30 @@ def test_flagship_with_its_terms_on_departs_from_stock(make_trainer):
     expected = sum(weights[name] * terms[name] for name in weights)
     torch.testing.assert_close(terms["loss"], expected)
     assert float(terms["l2"].detach()) > 0 and float(terms["consistency"].detach()) > 0
+
+
+def test_detached_head_trains_the_segmentation_as_stock_and_the_sdm_rows_learn(make_trainer):
+    """``_DetachedHead``: its SDM terms are in the loss, yet every shared and segmentation gradient is stock's."""
+    stock, ours = make_trainer(nnUNetTrainer), make_trainer(nnUNetTrainerSDM_DetachedHead)
+    ours.current_epoch = ours.num_epochs  # past any ramp: still nothing reaches the shared network
+    set_sdm_trunk_gradient_scale(ours.network, ours.distance_ramp())
+    batch = fixed_batch(stock, seed=2)
+    stock.network.zero_grad()
+    stock_loss(stock, batch).backward()
+    ours.network.zero_grad()
+    terms = ours.forward_and_loss(batch["data"], batch["target"])[2]
+    terms["loss"].backward()
+    assert float(terms["l2"].detach()) > 0 and ours.loss_term_weights()["consistency"] == 0.0
+    stock_params = dict(unwrap(stock.network).named_parameters())
+    sdm_row_gradient = 0.0
+    for name, param in unwrap(ours.network).named_parameters():
+        reference = stock_params[name].grad
+        if reference is None:
+            continue
+        torch.testing.assert_close(seg_rows(name, param.grad, reference), reference, rtol=1e-4, atol=1e-7)
+        if ".seg_layers." in name:
+            sdm_row_gradient += float(param.grad[reference.shape[0] :].abs().sum())
+    assert sdm_row_gradient > 0  # the head learns
 
 
 def test_load_warm_start_keeps_the_segmentation_head(make_trainer, tmp_path):

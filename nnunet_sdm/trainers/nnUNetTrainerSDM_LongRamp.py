@@ -1,0 +1,1 @@
+from nnunet_sdm.training.sdm import nnUNetTrainerSDM_LongRamp  # noqa: F401
