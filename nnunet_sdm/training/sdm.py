@@ -50,10 +50,10 @@ Loss per deep-supervision scale (nnU-Net's weights), with w the ramp in [0, 1]::
 and the gradient of the SDM rows into the shared network multiplied by w.
 
 Measured (docs/accuracy.md, #18, fine-tuned from one stock model): the results before #18 had a dead SDM
-head (see above). With the live head, hippocampus seed 0: HD95 x0.92 [0.85, 0.99] against stock + nnU-Net's
-post-processing, Dice +-0.000. LA 2018, 5 seeds: worse than stock + pp (HD95 x1.27 [1.07, 1.54], Dice
--0.011) at a 300-iteration fine-tune. The weights and ramp were set with the dead head and need
-re-choosing on validation folds.
+head (see above). With the live head, against stock + nnU-Net's post-processing, 5 seeds each: hippocampus
+HD95 x0.967 [0.916, 1.017] (undecided), Dice +-0.000; LA 2018 worse (HD95 x1.27 [1.07, 1.54], Dice -0.011)
+at a 300-iteration fine-tune. The weights and ramp were set with the dead head and need re-choosing on
+validation folds (the ablations ``_LongRamp`` and ``_DetachedHead`` below).
 """
 
 from __future__ import annotations
