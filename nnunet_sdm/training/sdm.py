@@ -169,9 +169,10 @@ class nnUNetTrainerSDM_LongRamp(nnUNetTrainerSDM):
 class nnUNetTrainerSDM_DetachedHead(nnUNetTrainerSDM):
     """Ablation: the SDM head learns on the shared features but never sends them a gradient; no consistency.
 
-    The segmentation is then trained as stock's (the same losses on the same network and batches; only
-    nnU-Net's gradient-norm clipping also sees the SDM rows), and the SDM head is there for SDM-guided
-    inference alone: it measures what the predicted distances add at inference without changing training.
+    Every gradient into the shared network and the segmentation rows is then stock's (tested; nnU-Net's
+    gradient-norm clipping also sees the SDM rows, and float rounding lets the trajectories drift apart
+    over a training), and the SDM head is there for SDM-guided inference alone: it measures what the
+    predicted distances add at inference without changing what the segmentation learns.
     """
 
     def distance_ramp(self) -> float:
