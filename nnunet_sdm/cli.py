@@ -294,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=None,
-        help="seed Python, numpy and torch; with nnUNet_n_proc_DA=0 (augmentation in this process) and a fixed "
-        "thread count a CPU run repeats exactly",
+        help="seed Python, numpy and torch; with nnUNet_n_proc_DA=0 (augmentation in this process), a fixed "
+        "thread count and a fixed PYTHONHASHSEED a CPU run repeats exactly",
     )
     p.set_defaults(func=_cmd_train)
 

@@ -58,7 +58,9 @@ def train_with_budget(
     ``nnUNetv2_find_best_configuration`` reads); a benchmark on held-out test cases can skip it.
     ``seed``: seeds Python's, numpy's and torch's generators before the network is built. The data
     augmentation then repeats exactly only in this process (``nnUNet_n_proc_DA=0``): nnU-Net's worker
-    processes draw their own seeds. With that and a fixed number of CPU threads a run repeats bit for bit.
+    processes draw their own seeds. With that, a fixed number of CPU threads and a fixed ``PYTHONHASHSEED``
+    (set before Python starts; with a random one the flagship's float rounding differed between runs, #18)
+    a run repeats bit for bit.
     """
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 

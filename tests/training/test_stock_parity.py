@@ -89,13 +89,23 @@ def assert_stocks_loss_and_gradients(stock: nnUNetTrainer, ours, batch: dict) ->
         loss.backward()
         losses[name] = float(loss.detach())
     assert losses["ours"] == pytest.approx(losses["stock"], rel=1e-5, abs=1e-6)
+    assert_stocks_gradients(stock, ours)
+
+
+def assert_stocks_gradients(stock: nnUNetTrainer, ours) -> float:
+    """Every gradient of ours (segmentation rows) equals stock's after both ran backward; returns the
+    summed |gradient| of our extra (SDM) rows of the output layers."""
     stock_params = dict(unwrap(stock.network).named_parameters())
+    extra_rows = 0.0
     for name, param in unwrap(ours.network).named_parameters():
         reference = stock_params[name].grad
         if reference is None:  # the lowest deep-supervision output has weight 0 in both
             assert param.grad is None or not param.grad.any(), name
             continue
         torch.testing.assert_close(seg_rows(name, param.grad, reference), reference, rtol=1e-4, atol=1e-7)
+        if ".seg_layers." in name:
+            extra_rows += float(param.grad[reference.shape[0] :].abs().sum())
+    return extra_rows
 
 
 @pytest.mark.parametrize("cls", [FlagshipOff, DualHeadOff], ids=lambda c: c.__name__)
@@ -135,16 +145,7 @@ def test_detached_head_trains_the_segmentation_as_stock_and_the_sdm_rows_learn(m
     terms = ours.forward_and_loss(batch["data"], batch["target"])[2]
     terms["loss"].backward()
     assert float(terms["l2"].detach()) > 0 and ours.loss_term_weights()["consistency"] == 0.0
-    stock_params = dict(unwrap(stock.network).named_parameters())
-    sdm_row_gradient = 0.0
-    for name, param in unwrap(ours.network).named_parameters():
-        reference = stock_params[name].grad
-        if reference is None:
-            continue
-        torch.testing.assert_close(seg_rows(name, param.grad, reference), reference, rtol=1e-4, atol=1e-7)
-        if ".seg_layers." in name:
-            sdm_row_gradient += float(param.grad[reference.shape[0] :].abs().sum())
-    assert sdm_row_gradient > 0  # the head learns
+    assert assert_stocks_gradients(stock, ours) > 0  # and the SDM rows learn
 
 
 def test_load_warm_start_keeps_the_segmentation_head(make_trainer, tmp_path):
