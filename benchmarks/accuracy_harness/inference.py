@@ -71,17 +71,9 @@ def modes_of(trainer: str) -> list[str]:
     return [m for m in MODES if not m.startswith("sdm_guided")]
 
 
-def modes_root(paths: TrainerPaths) -> Path:
-    return paths.predictions.parent.parent / "modes" / paths.predictions.name
-
-
 def mode_folder(paths: TrainerPaths, mode: str) -> Path:
     """Test predictions of ``mode`` (``plain``: the trainer's own test predictions)."""
-    return paths.predictions if mode == "plain" else modes_root(paths) / mode
-
-
-def validation_folder(paths: TrainerPaths) -> Path:
-    return paths.predictions.parent.parent / "validation" / paths.predictions.name
+    return paths.predictions if mode == "plain" else paths.modes / mode
 
 
 def stage_validation_cases(settings: Settings, data: Data, cases: list[str]) -> tuple[Path, Path]:
@@ -211,8 +203,7 @@ def run_modes(
     """Build, choose and evaluate the inference modes of one trained trainer and seed (resumable: skipped
     when ``choice.json`` is newer than the final checkpoint and every mode is evaluated)."""
     paths = trainer_paths(settings, data, trainer, seed)
-    root = modes_root(paths)
-    choice_file = root / CHOICE
+    choice_file = paths.modes / CHOICE
     modes = modes_of(trainer)
     if (
         choice_file.is_file()
@@ -226,7 +217,7 @@ def run_modes(
     run_env = run_environment(env, paths)
     with_sdm = saves_sdm(trainer)
     images, labels = stage_validation_cases(settings, data, validation_cases)
-    validation = validation_folder(paths)
+    validation = paths.validation
     if not predictions_complete(paths, data, folder=validation, cases=validation_cases, with_sdm=with_sdm):
         step(f"{index} {trainer}: predict the {len(validation_cases)} validation cases -> {validation}")
         predict(settings, data, trainer, paths, env, images, validation, validation_cases, "predict_val")
@@ -249,34 +240,19 @@ def run_modes(
     validation_means["pp"] = _summary_means(_evaluate(settings, data, validation / PP_FOLDER, labels))
 
     if with_sdm:
-        depth_folder = root / "validation_sdm_guided"
-        per_depth = {"off": validation_means["plain"]}
-        for depth in DEPTHS_MM:
-            folder = depth_folder / f"depth_{depth:g}mm"
-            if not (folder / "sdm_guided.json").is_file():
-                _sdm_guided(validation, folder, depth, data.file_ending)
-            per_depth[f"{depth:g}"] = _summary_means(_evaluate(settings, data, folder, labels))
-        chosen = choose(per_depth, "off")
-        depth = None if chosen == "off" else float(chosen)
-        choice["sdm_guided"] = {"depth_mm": depth, "validation": per_depth}
-        note(
-            f"SDM-guided depth chosen on validation: {chosen} (validation Dice / HD95 per depth: {per_depth})"
-        )
-        _sdm_guided(paths.predictions, mode_folder(paths, "sdm_guided"), depth, data.file_ending)
-        validation_guided = validation if depth is None else depth_folder / f"depth_{depth:g}mm"
-        validation_means["sdm_guided"] = per_depth[chosen]
-        choice["sdm_guided_pp"] = _nnunet_pp(
-            settings,
-            validation_guided,
-            labels,
-            mode_folder(paths, "sdm_guided"),
-            mode_folder(paths, "sdm_guided_pp"),
-            paths.predictions,
-            run_env,
-            log.with_name(f"{trainer}_sdm_guided{paths.log_suffix}.log"),
-        )
-        validation_means["sdm_guided_pp"] = _summary_means(
-            _evaluate(settings, data, validation_guided / PP_FOLDER, labels)
+        validation_means.update(
+            _sdm_guided_modes(
+                settings,
+                data,
+                trainer,
+                paths,
+                validation,
+                labels,
+                validation_means["plain"],
+                choice,
+                run_env,
+                log,
+            )
         )
     best = choose(validation_means, "plain")
     choice["best"] = best
@@ -286,6 +262,50 @@ def run_modes(
     for mode in modes:
         _evaluate(settings, data, mode_folder(paths, mode), data.test_labels)
     choice["seconds"] = time.time() - started
-    root.mkdir(parents=True, exist_ok=True)
+    paths.modes.mkdir(parents=True, exist_ok=True)
     choice_file.write_text(json.dumps(choice, indent=2))
     return choice
+
+
+def _sdm_guided_modes(
+    settings: Settings,
+    data: Data,
+    trainer: str,
+    paths: TrainerPaths,
+    validation: Path,
+    labels: Path,
+    validation_plain: dict[str, float],
+    choice: dict,
+    run_env: dict[str, str],
+    log: Path,
+) -> dict[str, dict[str, float]]:
+    """The SDM-guided depth chosen on the validation cases (``off`` unless a depth is better), applied to
+    the test predictions, and nnU-Net's post-processing chosen on top of it; records both in ``choice`` and
+    returns their validation means."""
+    depth_folder = paths.modes / "validation_sdm_guided"
+    per_depth = {"off": validation_plain}
+    for depth in DEPTHS_MM:
+        folder = depth_folder / f"depth_{depth:g}mm"
+        if not (folder / "sdm_guided.json").is_file():
+            _sdm_guided(validation, folder, depth, data.file_ending)
+        per_depth[f"{depth:g}"] = _summary_means(_evaluate(settings, data, folder, labels))
+    chosen = choose(per_depth, "off")
+    depth = None if chosen == "off" else float(chosen)
+    choice["sdm_guided"] = {"depth_mm": depth, "validation": per_depth}
+    note(f"SDM-guided depth chosen on validation: {chosen} (validation Dice / HD95 per depth: {per_depth})")
+    _sdm_guided(paths.predictions, mode_folder(paths, "sdm_guided"), depth, data.file_ending)
+    validation_guided = validation if depth is None else depth_folder / f"depth_{depth:g}mm"
+    choice["sdm_guided_pp"] = _nnunet_pp(
+        settings,
+        validation_guided,
+        labels,
+        mode_folder(paths, "sdm_guided"),
+        mode_folder(paths, "sdm_guided_pp"),
+        paths.predictions,
+        run_env,
+        log.with_name(f"{trainer}_sdm_guided{paths.log_suffix}.log"),
+    )
+    return {
+        "sdm_guided": per_depth[chosen],
+        "sdm_guided_pp": _summary_means(_evaluate(settings, data, validation_guided / PP_FOLDER, labels)),
+    }

@@ -12,7 +12,7 @@ from nnunet_sdm.evaluation.compare import compare_folders, markdown_table
 from nnunet_sdm.plots import comparison_violins, training_curves_plot
 
 from .data import Data
-from .inference import CHOICE, method_name, mode_folder, modes_of, modes_root
+from .inference import CHOICE, method_name, mode_folder, modes_of
 from .settings import RATIO_METRICS, STOCK, TOLERANCES, Settings, note
 from .steps import epoch_times, first_epoch_reaching, read_state, trainer_paths, training_curves
 
@@ -430,7 +430,7 @@ def compare_seed(settings: Settings, data: Data, trainers: list[str], seed: int 
 
 
 def chosen(settings: Settings, data: Data, trainer: str, seed: int) -> bool:
-    return (modes_root(trainer_paths(settings, data, trainer, seed)) / CHOICE).is_file()
+    return (trainer_paths(settings, data, trainer, seed).modes / CHOICE).is_file()
 
 
 def compare_modes(settings: Settings, data: Data, trainers: list[str], seed: int):
@@ -499,7 +499,7 @@ def modes_section(settings: Settings, data: Data, trainers: list[str], results: 
         per_seed_cases[seed] = foreground_per_case(comparison)
         n_cases = len(comparison.cases)
         choices[seed] = {
-            t: json.loads((modes_root(trainer_paths(settings, data, t, seed)) / CHOICE).read_text())
+            t: json.loads((trainer_paths(settings, data, t, seed).modes / CHOICE).read_text())
             for t in trainers
         }
     stock_pp = method_name(STOCK, "pp")

@@ -86,7 +86,9 @@ def plan(settings: Settings, data: Data, env: dict[str, str]) -> Path:
 @dataclass
 class TrainerPaths:
     model: Path  # nnU-Net's fold folder
-    predictions: Path
+    predictions: Path  # the test predictions
+    validation: Path  # the predictions of the fold's validation cases (the inference modes' choice)
+    modes: Path  # the inference modes' test predictions and their choice
     state: Path
     results_root: Path  # nnUNet_results of this run
     log_suffix: str = ""
@@ -132,6 +134,8 @@ def _paths(settings: Settings, data: Data, trainer: str, root: Path, log_suffix:
     return TrainerPaths(
         model=model,
         predictions=root / "predictions" / trainer,
+        validation=root / "validation" / trainer,
+        modes=root / "modes" / trainer,
         state=root / "state" / f"{trainer}.json",
         results_root=root / "nnUNet_results",
         log_suffix=log_suffix,
