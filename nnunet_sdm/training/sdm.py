@@ -170,9 +170,11 @@ class nnUNetTrainerSDM_DetachedHead(nnUNetTrainerSDM):
     """Ablation: the SDM head learns on the shared features but never sends them a gradient; no consistency.
 
     Every gradient into the shared network and the segmentation rows is then stock's (tested; nnU-Net's
-    gradient-norm clipping also sees the SDM rows, and float rounding lets the trajectories drift apart
-    over a training), and the SDM head is there for SDM-guided inference alone: it measures what the
-    predicted distances add at inference without changing what the segmentation learns.
+    gradient-norm clipping also sees the SDM rows), and the SDM head is there for SDM-guided inference
+    alone: it measures what the predicted distances add at inference without changing what the
+    segmentation learns. A training is still not stock's run: nnU-Net's augmentation workers draw their own
+    seeds, so the batches differ, and that alone moves LA 2018 results as much as this trainer did (#18's
+    A/A check, docs/accuracy.md).
     """
 
     def distance_ramp(self) -> float:
