@@ -55,9 +55,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
-    from nnunet_sdm.runner import Budget, train_with_budget
+    from nnunet_sdm.runner import Budget, hash_seed_fixed, seeded_environment, train_with_budget
+
+    if args.seed is not None and not hash_seed_fixed(args.seed):
+        # Python's string hash is fixed at start-up only: run this command again with it seeded
+        sys.stdout.flush()
+        command = [sys.executable, "-m", "nnunet_sdm.cli", *args.argv]
+        os.execve(sys.executable, command, seeded_environment(dict(os.environ), args.seed))
 
     folder = train_with_budget(
         args.dataset,
@@ -294,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=None,
-        help="seed Python, numpy and torch; with nnUNet_n_proc_DA=0 (augmentation in this process), a fixed "
-        "thread count and a fixed PYTHONHASHSEED a CPU run repeats exactly",
+        help="seed Python, numpy and torch, the batches (the same cases, patches and augmentation for every "
+        "trainer with this seed, with or without augmentation workers) and Python's string hash (the command "
+        "restarts itself with PYTHONHASHSEED=SEED); with a fixed thread count a CPU run repeats bit for bit",
     )
     p.set_defaults(func=_cmd_train)
 
@@ -517,7 +526,9 @@ def _is_input_error(error: Exception) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # a command that must restart itself (train --seed) runs these again
     try:
         return args.func(args)
     except Exception as error:

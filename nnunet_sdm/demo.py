@@ -7,12 +7,11 @@ Steps (each a real nnU-Net command or API call): write a synthetic dataset, plan
 SDM-guided post-processing (``nnunet-sdm sdm-guided``: predicted components that its SDM head places
 outside are removed).
 
-Seeded: the training runs seed Python, numpy and torch (``DEMO_SEED``), augment in their own process
-(``nnUNet_n_proc_DA=0``; nnU-Net's worker processes would draw their own seeds) and fix Python's string
-hashing (``PYTHONHASHSEED``: two fresh-clone runs without it trained the flagship to weights that differed
-in the last float bits from epoch 0 on, and one ASSD cell of the table differed by 0.001; which of two
-trajectories a run took followed the hash seed, measured on 1-epoch trainings), so that two runs on one
-machine print the same table.
+Seeded: the trainings run ``nnunet-sdm train --seed DEMO_SEED``, which seeds Python, numpy and torch, the
+batch streams (both trainers see the same batches, :mod:`nnunet_sdm.training.seeded_batches`) and Python's
+string hash (two fresh-clone runs without it trained the flagship to weights that differed in the last
+float bits), so that two runs on one machine print the same table. The augmentation runs in the training
+process (``nnUNet_n_proc_DA=0``): on 2 cores, workers would only compete with the training for them.
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ FLAGSHIP = "nnUNetTrainerSDM"
 DEMO_SDM_GUIDED_DEPTH_MM = 0.0
 SDM_GUIDED = f"{FLAGSHIP} + sdm-guided"
 # CPU-sized: 600 iterations, three times the ~200 after which stock nnU-Net learned the thin vessel in one
-# probe; at 400 a fresh-clone run had stock miss it (data augmentation is not seeded, so the moment
-# varies). The whole demo takes about 5.5 minutes on 2 idle cores.
+# probe; at 400 a fresh-clone run had stock miss it (before the batches were seeded, the moment
+# varied). The whole demo takes about 5.5 minutes on 2 idle cores.
 CPU_BUDGET = Budget(epochs=15, iterations_per_epoch=40, val_iterations_per_epoch=4)
 GPU_BUDGET = Budget(epochs=50, iterations_per_epoch=100, val_iterations_per_epoch=10)
 
@@ -122,10 +121,8 @@ def run_demo(
         command += ["--iterations", str(budget.iterations_per_epoch)]
         command += ["--val-iterations", str(budget.val_iterations_per_epoch), "-device", device]
         command += ["--seed", str(DEMO_SEED)]
-        # augmentation in the seeded process; a fixed string hash (a random one changed the flagship's
-        # float rounding between runs)
-        seeded = {**env, "nnUNet_n_proc_DA": "0", "PYTHONHASHSEED": str(DEMO_SEED)}
-        run_logged(command, seeded, logs / f"train_{trainer}.log", announce=_note)
+        in_process = {**env, "nnUNet_n_proc_DA": "0"}
+        run_logged(command, in_process, logs / f"train_{trainer}.log", announce=_note)
         prediction = workdir / "predictions" / trainer
         # the flagship with our predictor: the same label maps, plus the SDMs for the guided rule
         predict = predict_command(

@@ -10,6 +10,7 @@ budget set on the trainer, so the results land in nnU-Net's usual output folder 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,20 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
             check_integer(f"budget {name}", getattr(self, name))
+
+
+#: Python's string-hash seed: fixed before Python starts, so a seeded run sets it for its own process
+HASH_SEED_VARIABLE = "PYTHONHASHSEED"
+
+
+def seeded_environment(env: dict[str, str], seed: int) -> dict[str, str]:
+    """``env`` for a process that trains with ``seed``: Python's string hash fixed to it too."""
+    return {**env, HASH_SEED_VARIABLE: str(int(seed))}
+
+
+def hash_seed_fixed(seed: int) -> bool:
+    """Whether this process was started with Python's string hash seeded by :func:`seeded_environment`."""
+    return os.environ.get(HASH_SEED_VARIABLE) == str(int(seed))
 
 
 def default_device() -> torch.device:
@@ -56,11 +71,13 @@ def train_with_budget(
     The optimiser, learning-rate schedule and epoch count start anew.
     ``final_validation``: nnU-Net's prediction of the fold's validation cases after training (what
     ``nnUNetv2_find_best_configuration`` reads); a benchmark on held-out test cases can skip it.
-    ``seed``: seeds Python's, numpy's and torch's generators before the network is built. The data
-    augmentation then repeats exactly only in this process (``nnUNet_n_proc_DA=0``): nnU-Net's worker
-    processes draw their own seeds. With that, a fixed number of CPU threads and a fixed ``PYTHONHASHSEED``
-    (set before Python starts; with a random one the flagship's float rounding differed between runs, #18)
-    a run repeats bit for bit.
+    ``seed``: seeds Python's, numpy's and torch's generators before the network is built, and gives the
+    training seeded, paired batch streams (:mod:`nnunet_sdm.training.seeded_batches`): every trainer with
+    this seed (stock or ours, same plans, fold and ``nnUNet_n_proc_DA``) sees the same cases, patches and
+    augmentation draws, in this process or in augmentation workers. A CPU run then repeats bit for bit when
+    the thread count is fixed and the process was started with :func:`seeded_environment` (Python's string
+    hash; ``nnunet-sdm train --seed`` and the accuracy benchmark do that; a warning says when it is not).
+    On CUDA, cuDNN is set to deterministic algorithms.
     """
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
@@ -72,6 +89,13 @@ def train_with_budget(
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        if not hash_seed_fixed(seed):
+            warnings.warn(
+                f"seed {seed}: {HASH_SEED_VARIABLE} is {os.environ.get(HASH_SEED_VARIABLE)!r}, not {seed}; the "
+                "batches are seeded, but float rounding may differ between runs (start the process with "
+                f"{HASH_SEED_VARIABLE}={seed}, as nnunet-sdm train --seed does)",
+                stacklevel=2,
+            )
     device = device or default_device()
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -86,6 +110,13 @@ def train_with_budget(
         continue_training,
         device=device,
     )
+    if seed is not None:
+        from nnunet_sdm.training.seeded_batches import seed_batches
+
+        seed_batches(trainer, seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
     trainer.num_epochs = budget.epochs
     trainer.num_iterations_per_epoch = budget.iterations_per_epoch
     trainer.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
