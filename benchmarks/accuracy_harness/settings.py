@@ -73,6 +73,8 @@ class Settings:
     num_processes: int = 2
     threads: int | None = None
     preset: str | None = None
+    #: the goal the results are checked against (a preset's ``goal``, :func:`check_goal`), or None
+    goal: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -127,11 +129,50 @@ def load_preset(name_or_path: str) -> tuple[dict, Path]:
         "threads",
         "budget_note",
         "inference_modes",
+        "goal",
     }
     unknown = set(preset) - known
     if unknown:
         raise BenchmarkError(f"{path}: unknown preset key(s) {sorted(unknown)}; known: {sorted(known)}")
     return preset, path.parent
+
+
+#: a preset's ``goal``: what the comparison must show (read by ``report.goal_verdict``)
+GOAL_KEYS = {
+    "trainer": str,  # the trainer judged
+    "mode": str,  # its inference mode (benchmarks/accuracy_harness/inference.py MODE_LABELS)
+    "against": str,  # the reference trainer
+    "against_mode": str,  # the reference's mode
+    "hd95_ratio_at_most": float,  # the HD95 ratio's estimate at most this
+    "hd95_interval_below": float,  # the HD95 interval's upper end below this
+    "dice_difference_at_least": float,  # the Dice difference's estimate at least this
+}
+
+
+def check_goal(goal: object, source: str) -> dict:
+    """A preset's ``goal``, checked: every key of :data:`GOAL_KEYS`, nothing else, modes that exist."""
+    from .inference import MODE_LABELS
+
+    if not isinstance(goal, dict):
+        raise BenchmarkError(f"{source}: 'goal' must be an object with keys {sorted(GOAL_KEYS)}")
+    missing, unknown = set(GOAL_KEYS) - set(goal), set(goal) - set(GOAL_KEYS)
+    if missing or unknown:
+        raise BenchmarkError(
+            f"{source}: 'goal' has missing keys {sorted(missing)} / unknown keys {sorted(unknown)}; "
+            f"expected {sorted(GOAL_KEYS)}"
+        )
+    checked = {}
+    for key, kind in GOAL_KEYS.items():
+        value = goal[key]
+        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise BenchmarkError(f"{source}: goal {key} must be a number, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise BenchmarkError(f"{source}: goal {key} must be a string, got {value!r}")
+        checked[key] = kind(value)
+    for key in ("mode", "against_mode"):
+        if checked[key] not in MODE_LABELS:
+            raise BenchmarkError(f"{source}: goal {key} {checked[key]!r} is not one of {sorted(MODE_LABELS)}")
+    return checked
 
 
 def resolve_override(value: str, base: Path | None = None) -> Path:
@@ -260,6 +301,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     preset_dir: Path | None = None
     if args.preset:
         preset, preset_dir = load_preset(args.preset)
+    goal = check_goal(preset["goal"], args.preset) if "goal" in preset else None
 
     def pick(name: str, default=None):
         value = getattr(args, name, None)
@@ -337,6 +379,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         num_processes=max(1, args.num_processes),
         threads=_threads(pick("threads"), parser),
         preset=args.preset,
+        goal=goal,
     )
 
 

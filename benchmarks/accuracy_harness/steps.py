@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nnunet_sdm.evaluation import SUMMARY_NAME
 from nnunet_sdm.evaluation.compare import load_or_evaluate, summary_matches
+from nnunet_sdm.runner import seeded_environment
 from nnunet_sdm.sdm_format import sdm_path
 from nnunet_sdm.workflow import plan_and_preprocess, predict_command, run_logged
 
@@ -277,9 +278,10 @@ def train(
     elif warm_start is not None:
         note(f"warm start from {warm_start}")
     started = time.time()
+    # Python's string hash seeded too (fixed at start-up only), so that the training repeats bit for bit
     cpu = run_logged(
         [sys.executable, str(ACCURACY_SCRIPT), "_train_one", json.dumps(spec)],
-        run_environment(env, paths),
+        seeded_environment(run_environment(env, paths), spec["seed"]),
         settings.out / "logs" / f"train_{trainer}{paths.log_suffix}.log",
         echo=EpochSummary(),
         announce=note,

@@ -22,6 +22,7 @@ from benchmarks.accuracy_harness.report import (
     paired_over_seeds,
     paired_table,
     ratios_to_stock,
+    run_level_interval,
 )
 from benchmarks.accuracy_harness.settings import PRESETS_DIR, SPLITS_DIR, BenchmarkError, Settings, parse_args
 from benchmarks.accuracy_harness.steps import (
@@ -300,6 +301,7 @@ def test_paired_intervals_call_a_consistent_gain_better_and_noise_undecided():
     assert hd["kind"] == "ratio" and hd["estimate"] == pytest.approx(0.8)
     assert hd["interval"][0] == pytest.approx(0.8) and hd["interval"][1] == pytest.approx(0.8)
     assert hd["verdict"] == "better" and hd["case_seeds"] == {"better": 200, "tied": 0, "worse": 0}
+    assert hd["minimal_detectable_effect"] == pytest.approx(0.0, abs=1e-9) and hd["n_seeds"] == 5
     assert result["Dice"]["verdict"] == "worse"  # lower Dice is worse: the same arrays read as Dice
     noise = {s: _cases(stock[s], stock[s] * generator.uniform(0.7, 1.3, size=40)) for s in range(5)}
     noisy = paired_intervals(noise, replicates=2000)["nnUNetTrainerSDM"]["HD95"]
@@ -308,7 +310,61 @@ def test_paired_intervals_call_a_consistent_gain_better_and_noise_undecided():
     shifted = {s: _cases(stock[s] + 5 * (s % 2), 0.8 * stock[s] + 4 * (s % 2)) for s in range(5)}
     assert paired_intervals(shifted, replicates=2000)["nnUNetTrainerSDM"]["HD95"]["verdict"] == "better"
     table = intervals_table({"nnUNetTrainerSDM": result}, list(range(5)), 40)
-    assert "0.800 [0.800, 0.800] **better** (200/0/0)" in table
+    assert "0.800 [0.800, 0.800] **better** (+-0.0 %, MDE 0.0 %; 200/0/0)" in table
+
+
+def test_run_level_interval_is_a_t_interval_over_seeds_and_states_the_mde():
+    """Runs are the random unit: with identical cases in every seed, the interval is the t-interval of the
+    per-seed log ratios, and the MDE is (t_0.975 + t_0.8) * se."""
+    from scipy import stats
+
+    ratios = np.array([0.90, 1.02, 0.95, 0.99, 0.93, 1.01, 0.96, 0.94, 0.98, 0.97])
+    ref = np.ones((10, 1))
+    result = run_level_interval(ref * ratios[:, None], ref, ratio=True, replicates=100)
+    logs = np.log(ratios)
+    se = logs.std(ddof=1) / np.sqrt(10)
+    t = stats.t.ppf(0.975, 9)
+    assert result["estimate"] == pytest.approx(np.exp(logs.mean()))
+    assert result["interval"] == pytest.approx([np.exp(logs.mean() - t * se), np.exp(logs.mean() + t * se)])
+    assert result["minimal_detectable_effect"] == pytest.approx(np.expm1((t + stats.t.ppf(0.8, 9)) * se))
+    assert result["verdict"] == "better" and result["variance_share_of_runs"] == pytest.approx(1.0)
+    # five seeds of the same spread: a wider interval, not a narrower one (no anti-conservative bootstrap)
+    five = run_level_interval(ref[:5] * ratios[:5, None], ref[:5], ratio=True, replicates=100)
+    assert five["interval"][1] - five["interval"][0] > result["interval"][1] - result["interval"][0]
+    one = run_level_interval(ref[:1] * 0.9, ref[:1], ratio=True, replicates=100)
+    assert one["interval"] is None and one["verdict"] == "undecided"
+
+
+def test_goal_verdict_comes_from_the_preset_and_says_when_it_is_underpowered():
+    from benchmarks.accuracy_harness.report import goal_text, goal_verdict
+    from benchmarks.accuracy_harness.settings import check_goal
+
+    goal = check_goal(
+        {
+            "trainer": "nnUNetTrainerSDM",
+            "mode": "plain",
+            "against": "nnUNetTrainer",
+            "against_mode": "plain",
+            "hd95_ratio_at_most": 0.95,
+            "hd95_interval_below": 1.0,
+            "dice_difference_at_least": -0.005,
+        },
+        "test",
+    )
+    generator = np.random.default_rng(1)
+    stock = generator.uniform(1.0, 3.0, size=(10, 30))
+    gain = {s: _cases(stock[s], 0.9 * stock[s] * generator.uniform(0.99, 1.01)) for s in range(10)}
+    verdict = goal_verdict(goal, {"nnUNetTrainer": paired_intervals(gain, replicates=500)})
+    assert verdict["reached"] is False  # Dice read from the same arrays is 10 % lower: not >= -0.005
+    assert verdict["checks"]["HD95 ratio <= 0.95"] and verdict["powered"]
+    noisy = {s: _cases(stock[s], 0.9 * stock[s] * generator.uniform(0.5, 1.5)) for s in range(10)}
+    verdict = goal_verdict(goal, {"nnUNetTrainer": paired_intervals(noisy, replicates=500)})
+    assert not verdict["powered"] and "underpowered" in goal_text(verdict)
+    assert goal_verdict(None, {}) is None
+    with pytest.raises(BenchmarkError, match="missing keys"):
+        check_goal({"trainer": "x"}, "test")
+    with pytest.raises(BenchmarkError, match="mode"):
+        check_goal(dict(goal, mode="fastest"), "test")
 
 
 @pytest.mark.parametrize(
