@@ -560,6 +560,12 @@ def goal_verdict(goal: dict | None, intervals: dict[str, dict]) -> dict | None:
     }
 
 
+GOAL_NOT_EVALUATED = (
+    "**Goal** (the preset's): not evaluated: it needs the goal's trainer and reference among the results, "
+    "at least two seeds (an interval) and finite HD95 and Dice."
+)
+
+
 def goal_text(goal: dict) -> str:
     h, d = goal["hd95"], goal["dice"]
     power = (
@@ -626,8 +632,8 @@ def modes_section(settings: Settings, data: Data, trainers: list[str], results: 
         choices_table(choices),
         "",
     ]
-    if entry["goal"] is not None:
-        lines += [goal_text(entry["goal"]), ""]
+    if settings.goal is not None:
+        lines += [goal_text(entry["goal"]) if entry["goal"] is not None else GOAL_NOT_EVALUATED, ""]
     return "\n".join(lines)
 
 
@@ -654,8 +660,10 @@ def compare_and_write(settings: Settings, data: Data, manifest: dict, trainers: 
             table += "\n\nPaired 95 % intervals (runs first, then cases):\n\n" + intervals_table(
                 results["paired_intervals"], settings.seeds, len(comparison.cases)
             )
-            if results["goal"] is not None:
-                table += "\n\n" + goal_text(results["goal"])
+            if settings.goal is not None:
+                table += "\n\n" + (
+                    goal_text(results["goal"]) if results["goal"] is not None else GOAL_NOT_EVALUATED
+                )
         else:
             table = "(no paired ratios: nnUNetTrainer is not among the finished trainers)"
         markdown += (
