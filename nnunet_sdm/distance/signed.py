@@ -1,6 +1,6 @@
 """Exact signed distance maps (mm, anisotropic, multi-class) of label maps and region masks.
 
-Convention (DESIGN.md, Xue et al. 2020 eq. 2 on the voxel grid): for a class/region ``c`` and a voxel
+Convention (docs/usage.md, Xue et al. 2020 eq. 2 on the voxel grid): for a class/region ``c`` and a voxel
 centre ``x``
 
 * ``sdm(x) = +min_{y in c} |x - y|``      if ``x`` is not in ``c`` (outside, >= min(spacing) > 0),

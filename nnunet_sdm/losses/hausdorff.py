@@ -12,7 +12,7 @@ Distances (``boundary_distance``): mm between voxel centres with the scale's spa
 ``edt(mask) + edt(~mask)`` of the reference implementations). A mask with no boundary in the patch
 (empty, or filling it) gets distance 0 everywhere, as in Karimi's and SegLossOdyssey's code (the
 distance map is left at zero when the mask has no foreground): the distance to a boundary outside the
-patch is unknown, and the DESIGN's stand-in D (the patch diagonal) squared would weigh those voxels
+patch is unknown, and the usual stand-in D (the patch diagonal) squared would weigh those voxels
 100-1000 times more than voxels near real boundaries. Such voxels then cost only through the other
 term, (p - q)^2 d^alpha of the other map, and through the Dice + CE the loss is combined with.
 """

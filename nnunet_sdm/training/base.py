@@ -13,7 +13,7 @@
 - ``train_step`` / ``validation_step``: nnU-Net's, with the head switch and the extra terms;
 - start-up checks of the dataset layout and of the trainer's settings.
 
-Every kind of nnU-Net dataset (DESIGN.md): label maps, region-based datasets (``regions_class_order``,
+Every kind of nnU-Net dataset (docs/usage.md): label maps, region-based datasets (``regions_class_order``,
 BraTS-style nested regions: one sigmoid channel, one SDM and stock's Dice + BCE per region) and the
 ignore label (sparse annotation: stock's losses mask it as nnU-Net does; distance targets are certified,
 ``certified_signed_distance``, and the distance terms count only certified voxels). A trainer whose paper

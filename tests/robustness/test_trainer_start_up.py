@@ -157,7 +157,7 @@ DATASET_KINDS = {
 @pytest.mark.parametrize("kind", list(DATASET_KINDS))
 @pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_every_trainer_starts_on_each_dataset_kind_or_stops_naming_it(setup, name, kind):
-    """DESIGN.md's rule: a trainer works on region-based datasets and with the ignore label, or stops at
+    """The project's rule (docs/usage.md): a trainer works on region-based datasets and with the ignore label, or stops at
     start-up with a message naming the dataset setting, why, and the trainers that support it."""
     plans, dataset_json = setup
     setting, changes, said = DATASET_KINDS[kind]
