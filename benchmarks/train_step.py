@@ -35,8 +35,10 @@ and the medians are taken over all timed steps of all rounds. Per trainer it rep
   ``train_step`` (the first warm-up step) with the trainer's default backend (stock has some too: it
   reads the loss back);
 * ``aten_ops_per_step``: aten operators (views not counted) dispatched by one ``train_step`` after the
-  warm-up, forward and backward (on a GPU in eager mode each is at least one kernel launch, a cost a CPU
-  timing hides); ``aten_ops_sdm_targets``: those of the SDM targets alone; ``aten_ops_ratio_to_stock``;
+  warm-up, forward and backward, with the SDM transform and loss chunked as on an accelerator (on a GPU in
+  eager mode each operator is at least one kernel launch, a cost a CPU timing hides; on the CPU they are
+  chunked to fit the cache, which multiplies the count: ``aten_ops_per_step_this_device``);
+  ``aten_ops_sdm_targets``: those of the SDM targets alone (this device's chunks); ``aten_ops_ratio_to_stock``;
 * ``peak_memory_mb``: CPU: the process's peak resident memory minus its resident memory before the trainer
   was built (network, optimiser state, batches, activations, targets), the largest over the rounds;
   CUDA: ``max_memory_allocated`` over the timed steps. ``peak_memory_ratio_to_stock``: over stock's.
@@ -50,6 +52,7 @@ when any worker failed (its error is in the JSON and on stderr), else 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -159,6 +162,26 @@ def prepare(work: Path, quick: bool, configs: list[str], log) -> dict[str, dict]
 
 
 # ---- one trainer in its own process ------------------------------------------------------------------------
+@contextlib.contextmanager
+def accelerator_chunking(trainer):
+    """The trainer's SDM transform and SDM-head loss chunked as on an accelerator (few, large chunks)
+    instead of the CPU's cache-sized ones, so that a CPU run counts the operators a GPU step launches."""
+    from nnunet_sdm.distance._edt_torch import DEFAULT_CHUNK_DEVICE
+    from nnunet_sdm.losses import SDMHeadTermsLoss
+
+    heads = [m for m in trainer.loss.modules() if isinstance(m, SDMHeadTermsLoss)]
+    saved = trainer.sdm_chunk_elements, [m.chunk_elements for m in heads]
+    trainer.sdm_chunk_elements = DEFAULT_CHUNK_DEVICE
+    for m in heads:
+        m.chunk_elements = DEFAULT_CHUNK_DEVICE
+    try:
+        yield
+    finally:
+        trainer.sdm_chunk_elements = saved[0]
+        for m, value in zip(heads, saved[1]):
+            m.chunk_elements = value
+
+
 class AtenOpCounter:
     """Counts the aten operators dispatched in a block (views, which launch no kernel, not counted), by name
     (``calls``) and in total (``count``); backward included when it runs inside the block."""
@@ -289,6 +312,10 @@ def worker(args) -> dict:
         trainer.train_step(batches[i % len(batches)])
     with AtenOpCounter() as step_ops:  # one more untimed step (the counting mode slows it down)
         trainer.train_step(batches[args.warmup % len(batches)])
+    accelerator_ops = step_ops
+    if device.type == "cpu" and hasattr(trainer, "sdm_chunk_elements"):
+        with accelerator_chunking(trainer), AtenOpCounter() as accelerator_ops:
+            trainer.train_step(batches[(args.warmup + 1) % len(batches)])
     target_ops = 0
     if has_targets:
         with AtenOpCounter() as ops:
@@ -321,7 +348,8 @@ def worker(args) -> dict:
         "peak_memory_mb": peak_mb,
         "train_step_host_syncs": step_syncs.count,
         "train_step_host_sync_calls": dict(step_syncs.calls),
-        "aten_ops_per_step": step_ops.count,
+        "aten_ops_per_step": accelerator_ops.count,
+        "aten_ops_per_step_this_device": step_ops.count,
         "aten_ops_sdm_targets": target_ops,
         "aten_ops_most_called": dict(step_ops.calls.most_common(12)),
     }

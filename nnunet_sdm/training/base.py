@@ -230,6 +230,9 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     #: accelerator (no host sync, see ``distance/_edt_torch.py``) and for truncated targets on the CPU,
     #: ``edt`` for full maps on the CPU
     sdm_backend: str = "auto"
+    #: voxels the torch SDM transform and the chunked SDM-head loss process at once (None: their defaults,
+    #: cache-sized on the CPU, large on accelerators, where each chunk costs kernel launches)
+    sdm_chunk_elements: int | None = None
     #: trainer attributes that environment variables may set (budgets for smoke tests and CPU runs)
     budget_environment: dict[str, str] = BUDGET_ENV
     #: the trainer's settings (class attributes) and the rule each must pass (:mod:`nnunet_sdm.checks`),
@@ -240,6 +243,7 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     setting_rules: ClassVar[dict[str, Rule]] = {
         "truncation_mm": optional(positive),
         "sdm_backend": one_of("auto", "edt", "torch"),
+        "sdm_chunk_elements": optional(integer(1)),
         "max_non_finite_steps": integer(1),
     }
 
@@ -451,7 +455,12 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         ``truncation_mm`` if set, computed in its band only; else in mm), then ``distance_from_sdm``.
         """
         sdm, certified = certified_signed_distance(
-            target.masks, target.known, target.spacing, tau=self.truncation_mm, backend=self.sdm_backend
+            target.masks,
+            target.known,
+            target.spacing,
+            tau=self.truncation_mm,
+            backend=self.sdm_backend,
+            max_chunk_elements=self.sdm_chunk_elements,
         )
         return self.distance_from_sdm(sdm, certified, target.spacing), certified
 

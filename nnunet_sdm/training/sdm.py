@@ -104,7 +104,12 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
     def build_scale_loss(self) -> nn.Module:
         # L2, product and consistency in one pass that keeps nothing extra for backward (memory budget)
         return nn.ModuleDict(
-            {"dice_ce": nnunet_dice_ce_loss(self), "sdm_head": SDMHeadTermsLoss(regions=self.region_based)}
+            {
+                "dice_ce": nnunet_dice_ce_loss(self),
+                "sdm_head": SDMHeadTermsLoss(
+                    regions=self.region_based, chunk_elements=self.sdm_chunk_elements
+                ),
+            }
         )
 
     def distance_ramp(self) -> float:
