@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurement of issue #17, as one prepared run (about 7 minutes on one H200): benchmarks/train_step.py
+# The GPU measurement of the train step, as one prepared run (about 7 minutes on one H200): benchmarks/train_step.py
 # at full size -- (b) the flare21 plans (patch 80 x 192 x 160, batch 2, 13 classes) and (c) nnU-Net's ResEnc M
 # plans on the same synthetic data -- for stock nnU-Net, nnUNetTrainerSDM and nnUNetTrainerSDM_Xue2020, with
 # nnU-Net's torch.compile and AMP (its CUDA defaults), one process per trainer. Prints the JSON and writes it

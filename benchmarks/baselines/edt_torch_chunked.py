@@ -1,4 +1,4 @@
-"""The torch SDM path as it was before issue #17 (commit d3c5faa), kept as the speed baseline of
+"""The chunked torch SDM path the package used before its banded one (commit d3c5faa), kept as the speed baseline of
 ``benchmarks/train_step.py`` (goal: SDM targets at least 10x faster than this path). Not used by the
 package: its window radius is read back from the device once per chunk of lines (``.item()``), and its
 no-boundary check is a ``bool(tensor)``; both are host syncs that the current path removed.

@@ -8,8 +8,8 @@ by a regional integral (section 2, eqs. 4-5 of the MedIA paper):
 with phi_G the signed distance map of G (negative inside), s the softmax probability and g the binary
 ground truth. The paper drops the second integral (it does not depend on the network) and minimises
 L_B = ∫_Ω phi_G s. That value is negative at the optimum and, for a class filling the patch (phi_G = -D
-everywhere), an unbounded-looking "reward" -D * mean(s) that dominates the logged loss (boundary-loss
-GitHub issue #18).
+everywhere), an unbounded-looking "reward" -D * mean(s) that dominates the logged loss (reported in
+the LIVIA/boundary-loss repository's issue tracker).
 
 We keep the constant, per foreground class c, averaged over voxels:
 

@@ -211,7 +211,7 @@ def add_output_channels(backbone: nn.Module, extra_channels: int) -> nn.Module:
                 new.bias[: old.out_channels] = old.bias
             # SDM rows start at 0 (tanh'(0) = 1). He-initialised rows on trained (warm-start) features
             # start deep in tanh's saturation, where the gradient vanishes: the head then stays at +1
-            # everywhere (measured, #18), so nothing of the distance terms reaches the segmentation.
+            # everywhere (measured, docs/diagnosis.md), so nothing of the distance terms reaches the segmentation.
             new.weight[old.out_channels :] = 0.0
             if new.bias is not None:
                 new.bias[old.out_channels :] = 0.0

@@ -17,7 +17,7 @@ Design (why each part is there):
   is +1 on most voxels of a patch (everything tau away from the object), which tanh reaches only at
   infinity, and under nnU-Net's SGD (momentum 0.99) tanh rows overshoot into saturation at +1 within the
   first epoch, where their gradient vanishes; they then stay "outside" everywhere (measured on hippocampus,
-  #18: predicted SDM > 0.8 on every voxel of the structure). Linear rows keep a gradient proportional to
+  docs/diagnosis.md: predicted SDM > 0.8 on every voxel of the structure). Linear rows keep a gradient proportional to
   their error.
 - **A differentiable Heaviside couples the heads** (dual-task consistency, Luo et al. AAAI 2021):
   ``mean (softmax_c - sigmoid(-k * sdm_c))^2``, with k chosen per scale so that the soft step reaches
@@ -49,11 +49,9 @@ Loss per deep-supervision scale (nnU-Net's weights), with w the ramp in [0, 1]::
 
 and the gradient of the SDM rows into the shared network multiplied by w.
 
-Measured (docs/accuracy.md, #18, fine-tuned from one stock model): the results before #18 had a dead SDM
-head (see above). With the live head, against stock + nnU-Net's post-processing, 5 seeds each: hippocampus
-HD95 x0.967 [0.916, 1.017] (undecided), Dice +-0.000; LA 2018 worse (HD95 x1.27 [1.07, 1.54], Dice -0.011)
-at a 300-iteration fine-tune. The weights and ramp were set with the dead head and need re-choosing on
-validation folds (the ablations ``_LongRamp`` and ``_DetachedHead`` below).
+Measured results, by dataset: docs/accuracy.md (the earliest were made with a dead SDM head, see above).
+The weights and ramp were set with the dead head and need re-choosing on validation folds (the ablations
+``_LongRamp`` and ``_DetachedHead`` below).
 """
 
 from __future__ import annotations
@@ -164,7 +162,7 @@ class nnUNetTrainerSDM_Weight1(nnUNetTrainerSDM):
 class nnUNetTrainerSDM_LongRamp(nnUNetTrainerSDM):
     """Ablation: the SDM head's pull on the shared network and the consistency ramp in over all the epochs.
 
-    Tests the #18 hypothesis that the live head, at full weight after 10 % of a short fine-tuning, pulls a
+    Tests the hypothesis that the live head, at full weight after 10 % of a short fine-tuning, pulls a
     converged model's features away from the segmentation before it has learned the distances.
     """
 
@@ -177,9 +175,9 @@ class nnUNetTrainerSDM_DetachedHead(nnUNetTrainerSDM):
     Every gradient into the shared network and the segmentation rows is then stock's (tested; nnU-Net's
     gradient-norm clipping also sees the SDM rows), and the SDM head is there for SDM-guided inference
     alone: it measures what the predicted distances add at inference without changing what the
-    segmentation learns. A training is still not stock's run: nnU-Net's augmentation workers draw their own
-    seeds, so the batches differ, and that alone moves LA 2018 results as much as this trainer did (#18's
-    A/A check, docs/accuracy.md).
+    segmentation learns. With seeded batches (``nnunet-sdm train --seed``, the accuracy benchmark) it sees
+    stock's batches too; without them nnU-Net's augmentation workers draw their own seeds, and that alone
+    moved LA 2018 results as much as this trainer did (the A/A check in docs/accuracy.md).
     """
 
     def distance_ramp(self) -> float:

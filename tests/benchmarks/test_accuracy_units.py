@@ -377,7 +377,7 @@ def test_every_preset_resolves_its_files_and_warm_presets_have_five_seeds(preset
     assert settings.test_cases_file is None or settings.test_cases_file.is_file()
     assert content.get("budget_note"), "every preset writes down its budget arithmetic"
     if settings.warm_start is not None:
-        assert len(settings.seeds) >= 5 and settings.inference_modes  # paired statistics need seeds (#18)
+        assert len(settings.seeds) >= 5 and settings.inference_modes  # paired statistics need seeds
 
 
 def test_la2018_split_and_small_patch_override():

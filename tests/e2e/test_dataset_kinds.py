@@ -1,4 +1,4 @@
-"""Region-based datasets and the ignore label through nnU-Net's real commands (#19).
+"""Region-based datasets and the ignore label through nnU-Net's real commands.
 
 ``nnunet-sdm synth --regions`` (BraTS-like nested regions) and ``--ignore-label`` (every third slice
 annotated), each planned by ``nnUNetv2_plan_and_preprocess`` with the ``cpu_small`` plans; then:

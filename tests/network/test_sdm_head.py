@@ -145,7 +145,7 @@ def test_the_ramp_does_not_recompile_a_compiled_network():
 
 
 def test_appended_sdm_rows_start_at_zero_and_the_linear_head_passes_them_through():
-    """#18: He-initialised tanh rows saturate and stop learning; the flagship's rows start at 0, linear."""
+    """Measured on warm starts: He-initialised tanh rows saturate and stop learning; the flagship's rows start at 0, linear."""
     from nnunet_sdm.network import add_output_channels
 
     torch.manual_seed(0)
