@@ -99,7 +99,15 @@ def prepare(work: Path, quick: bool, configs: list[str], log) -> dict[str, dict]
         if not plans_file.is_file():
             # 3d_fullres only; the trainers' initialize() reads the preprocessed folder's file type
             # (the ResEnc plans share nnUNetPlans_3d_fullres, so they need no preprocessing of their own)
-            command = [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-np", "2"]
+            command = [
+                nnunet_command("nnUNetv2_plan_and_preprocess"),
+                "-d",
+                str(dataset_id),
+                "-np",
+                "2",
+                "-npfp",
+                "2",
+            ]
             command += ["--no_pp", *planner] if planner else ["-c", "3d_fullres"]
             run_logged(command, env, work / f"plan_{name}{'_resenc' if planner else ''}.log", announce=log)
         return plans_file
