@@ -9,9 +9,12 @@ import torch
 
 
 @pytest.fixture
-def make_trainer(planned_synthetic, monkeypatch):
+def make_trainer(planned_synthetic, monkeypatch, tmp_path):
     for key, value in planned_synthetic["env"].items():
         monkeypatch.setenv(key, value)
+    # trainers write their logs under nnUNet_results: keep them out of the shared dataset's results, where
+    # the end-to-end tests read the log of their own nnUNetv2_train run
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     plans = json.loads((planned_synthetic["preprocessed"] / "nnUNetPlans_cpu_small.json").read_text())
     dataset_json = json.loads((planned_synthetic["preprocessed"] / "dataset.json").read_text())
 
