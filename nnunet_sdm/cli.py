@@ -42,8 +42,24 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         regions=args.regions,
         ignore_label=args.ignore_label,
         labelled_every=args.labelled_every,
+        num_unlabeled=args.unlabeled,
     )
     print(f"wrote {info['folder']}")
+    return 0
+
+
+def _cmd_preprocess_unlabeled(args: argparse.Namespace) -> int:
+    from nnunet_sdm.unlabeled import preprocess_unlabeled
+
+    folders = preprocess_unlabeled(
+        args.d,
+        args.c,
+        plans_identifier=args.p,
+        num_processes=args.np,
+        allow_other_spacing=args.allow_other_spacing,
+    )
+    for configuration, folder in folders.items():
+        print(f"{configuration}: {folder}")
     return 0
 
 
@@ -242,13 +258,14 @@ def _cmd_flare_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnunet-sdm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_trainers_path_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm trainers-path``."""
     p = sub.add_parser("trainers-path", help="print the folder to export as nnUNet_extTrainer")
     p.set_defaults(func=_cmd_trainers_path)
 
+
+def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm synth``."""
     p = sub.add_parser("synth", help="write a small synthetic nnU-Net raw dataset")
     p.add_argument("out_dir")
     p.add_argument(
@@ -271,8 +288,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="sparse annotation: training labels on every --labelled-every th slice, the rest nnU-Net's ignore label",
     )
     p.add_argument("--labelled-every", type=int, default=3)
+    p.add_argument(
+        "--unlabeled",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N cases without labels in imagesUnlabeled/ (semi-supervised training)",
+    )
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_preprocess_unlabeled_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm preprocess-unlabeled``."""
+    p = sub.add_parser(
+        "preprocess-unlabeled",
+        help="preprocess the dataset's imagesUnlabeled/ with its plans (semi-supervised training)",
+        description="Preprocesses nnUNet_raw/DatasetXXX/imagesUnlabeled/ ({case}_{XXXX}{file_ending}, as imagesTr, "
+        "no labels) with the plans' own preprocessor into nnUNet_preprocessed/DatasetXXX/<data identifier>_unlabeled/ "
+        "for nnUNetTrainerSDM_SemiSupervised. Plan and preprocess the labeled cases first "
+        "(nnUNetv2_plan_and_preprocess).",
+    )
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations (default 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-np", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument(
+        "--allow-other-spacing",
+        action="store_true",
+        help="accept images whose spacing is more than 2x outside the labeled cases' range",
+    )
+    p.set_defaults(func=_cmd_preprocess_unlabeled)
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm demo``."""
     p = sub.add_parser("demo", help="synthetic data -> plan -> train SDM and stock -> predict -> evaluate")
     p.add_argument("workdir", nargs="?", default="nnunet_sdm_demo")
     p.add_argument("--epochs", type=int, default=None, help="default: a CPU-sized budget")
@@ -280,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm train``."""
     p = sub.add_parser("train", help="nnUNetv2_train with an explicit budget (any trainer, stock included)")
     p.add_argument("dataset")
     p.add_argument("configuration")
@@ -308,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_train)
 
+
+def _add_plans_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm plans``."""
     plans = sub.add_parser("plans", help="plans overrides").add_subparsers(
         dest="plans_command", required=True
     )
@@ -325,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_plans_apply)
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm evaluate``."""
     p = sub.add_parser(
         "evaluate",
         help="Dice, HD95, ASSD and NSD per case and class",
@@ -360,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm compare``."""
     p = sub.add_parser("compare", help="compare prediction folders: markdown table + violin plots")
     p.add_argument(
         "pred_dirs", nargs="+", help="prediction folders (their summary_surface.json is reused if it matches)"
@@ -375,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=2)
     p.set_defaults(func=_cmd_compare)
 
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm predict``."""
     p = sub.add_parser(
         "predict",
         help="nnUNetv2_predict (same arguments), optionally also writing the predicted SDMs",
@@ -433,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_sdm_guided_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm sdm-guided``."""
     p = sub.add_parser(
         "sdm-guided",
         help="remove predicted components that the SDM head places outside (needs predict --save-sdm)",
@@ -446,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_sdm_guided)
 
+
+def _add_plot_sdm_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm plot-sdm``."""
     p = sub.add_parser("plot-sdm", help="a slice with the reference contour and the predicted SDM level sets")
     p.add_argument("image", help="the image (e.g. imagesTs/<case>_0000.nii.gz)")
     p.add_argument("label", help="its reference label map")
@@ -462,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="SDM levels to draw (default 0 0.1 0.2 0.3: red, orange, yellow, green)",
     )
     p.set_defaults(func=_cmd_plot_sdm)
+
+
+def _add_flare_parser(sub: argparse._SubParsersAction) -> None:
+    """``nnunet-sdm flare``."""
     flare = sub.add_parser("flare", help="FLARE submissions: package a model, run and time it")
     flare = flare.add_subparsers(dest="flare_command", required=True)
     p = flare.add_parser(
@@ -512,6 +586,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --gt: that challenge's DSC/NSD rules (per-organ tolerances) instead of --tolerance",
     )
     p.set_defaults(func=_cmd_flare_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet-sdm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_trainers_path_parser(sub)
+    _add_synth_parser(sub)
+    _add_preprocess_unlabeled_parser(sub)
+    _add_demo_parser(sub)
+    _add_train_parser(sub)
+    _add_plans_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_compare_parser(sub)
+    _add_predict_parser(sub)
+    _add_sdm_guided_parser(sub)
+    _add_plot_sdm_parser(sub)
+    _add_flare_parser(sub)
     return parser
 
 
@@ -521,8 +612,11 @@ def _is_input_error(error: Exception) -> bool:
     from nnunet_sdm.inference.predict import SDMExportError
     from nnunet_sdm.inference.sdm_guided import SDMGuidedError
     from nnunet_sdm.plans import PlansOverrideError
+    from nnunet_sdm.unlabeled import UnlabeledDataError
 
-    return isinstance(error, (PlansOverrideError, SDMExportError, SubmissionError, SDMGuidedError))
+    return isinstance(
+        error, (PlansOverrideError, SDMExportError, SubmissionError, SDMGuidedError, UnlabeledDataError)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from nnunet_sdm.unlabeled import UNLABELED_IMAGES
+
 LABELS = {"background": 0, "organ": 1, "vessel": 2}
 INTENSITIES = {0: 100.0, 1: 180.0, 2: 360.0}
 #: the region-based dataset: raw labels and nnU-Net's (nested) regions
@@ -334,6 +336,7 @@ def make_synthetic_dataset(
     regions: bool = False,
     ignore_label: bool = False,
     labelled_every: int = 3,
+    num_unlabeled: int = 0,
 ) -> dict:
     """Write ``out_dir/DatasetXXX_Name`` as an nnU-Net v2 raw dataset (see the module docstring).
 
@@ -349,6 +352,8 @@ def make_synthetic_dataset(
 
     ``regions``: the BraTS-like nested-region dataset instead (module docstring); ``ignore_label``: the
     training labels annotated on every ``labelled_every``-th slice only, the rest nnU-Net's ignore label.
+    ``num_unlabeled``: that many more cases as images only, in ``imagesUnlabeled`` (semi-supervised
+    training, :mod:`nnunet_sdm.unlabeled`); returned as ``unlabeled_cases``.
     """
     if not 0 < dataset_id < 1000:
         raise ValueError(f"dataset_id must be in 1..999 for nnU-Net, got {dataset_id}")
@@ -358,8 +363,11 @@ def make_synthetic_dataset(
         )
     if isinstance(labelled_every, bool) or not isinstance(labelled_every, int) or labelled_every < 1:
         raise ValueError(f"labelled_every must be an integer >= 1, got {labelled_every!r}")
-    if num_training < 1 or num_test < 0:
-        raise ValueError(f"need num_training >= 1 and num_test >= 0, got {num_training} and {num_test}")
+    if num_training < 1 or num_test < 0 or num_unlabeled < 0:
+        raise ValueError(
+            f"need num_training >= 1, num_test >= 0 and num_unlabeled >= 0, got {num_training}, {num_test} "
+            f"and {num_unlabeled}"
+        )
     dataset_name = f"Dataset{dataset_id:03d}_{name}"
     folder = _prepare_folder(Path(out_dir), dataset_name, dataset_id)
     subfolders = {key: folder / key for key in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
@@ -384,6 +392,15 @@ def make_synthetic_dataset(
         _write(label, spacing, subfolders[f"labels{split}"] / f"{case_id}{FILE_ENDING}")
         (train_cases if training else test_cases).append(case_id)
 
+    unlabeled_cases = []
+    if num_unlabeled:
+        (folder / UNLABELED_IMAGES).mkdir()
+    for index in range(num_training + num_test, num_training + num_test + num_unlabeled):
+        case = synthesize(index, shape=shape, spacing=spacing, seed=seed, jitter_prob=jitter_prob)
+        case_id = f"{name}_{index:03d}"
+        _write(case.image, spacing, folder / UNLABELED_IMAGES / f"{case_id}_0000{FILE_ENDING}")
+        unlabeled_cases.append(case_id)
+
     content = "nested tumour regions" if regions else "blob organ + thin vessel"
     sparse = (
         f", annotated on every {labelled_every}th slice (ignore label {ignore_value})" if ignore_label else ""
@@ -403,7 +420,8 @@ def make_synthetic_dataset(
         dataset_json["regions_class_order"] = [1, 2, 3]
     if ignore_label:
         dataset_json["labels"]["ignore"] = ignore_value
-    return _finish_dataset(folder, dataset_json, dataset_id, name, train_cases, test_cases, spacing, shape)
+    info = _finish_dataset(folder, dataset_json, dataset_id, name, train_cases, test_cases, spacing, shape)
+    return {**info, "unlabeled_cases": unlabeled_cases}
 
 
 def list_case_ids(

@@ -70,6 +70,21 @@ from nnunet_sdm.training.base import ScaleTarget, nnunet_dice_ce_loss, nnUNetTra
 _LOGIT_95 = math.log(19.0)
 
 
+def labeled_rows_only(
+    distance: torch.Tensor, certified: torch.Tensor | None, rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labeled rows' SDM targets padded to ``rows`` batch rows, and the mask of the voxels the SDM
+    regression counts: the labeled rows' certified voxels (all, when ``certified`` is None), no voxel of
+    the padded (unlabeled) rows. The regression terms' means then equal those of the labeled rows alone."""
+    labeled = distance.shape[0]
+    if certified is None:
+        certified = torch.ones((labeled, 1, *distance.shape[2:]), dtype=torch.bool, device=distance.device)
+    pad = rows - labeled
+    distance = torch.cat([distance, distance.new_zeros((pad, *distance.shape[1:]))])
+    certified = torch.cat([certified, certified.new_zeros((pad, *certified.shape[1:]))])
+    return distance, certified
+
+
 class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
     """nnU-Net's Dice + CE head + a truncated-SDM head (L2 + product) + Heaviside consistency; see the module."""
 
@@ -119,12 +134,16 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
         """Steepness on the truncated SDM so the soft step is 0.95 ``heaviside_voxels`` voxels from zero."""
         return _LOGIT_95 * self.truncation_mm / (self.heaviside_voxels * min(spacing))
 
+    def consistency_ramp(self) -> float:
+        """The consistency weight's ramp in [0, 1] (by default the distance ramp)."""
+        return self.distance_ramp()
+
     def loss_term_weights(self) -> dict[str, float]:
         return {
             "dice_ce": 1.0,
             "l2": self.sdm_weight,
             "product": self.sdm_weight,
-            "consistency": self.distance_ramp() * self.consistency_weight,
+            "consistency": self.consistency_ramp() * self.consistency_weight,
         }
 
     def on_train_epoch_start(self) -> None:
@@ -135,10 +154,16 @@ class nnUNetTrainerSDM(nnUNetTrainerDistanceBase):
         )
 
     def scale_loss(self, output: SDMOutput, target: ScaleTarget) -> dict[str, torch.Tensor]:
+        """The terms of one scale. Output rows beyond the target's are unlabeled patches (semi-supervised
+        batches): the label-free consistency counts them, the supervised terms do not."""
+        labeled = target.masks.shape[0]
+        distance, regression_mask = target.distance, target.certified
+        if output.seg.shape[0] > labeled:
+            distance, regression_mask = labeled_rows_only(distance, regression_mask, output.seg.shape[0])
         terms = {
-            "dice_ce": self.loss["dice_ce"](output.seg, target.loss_target),
+            "dice_ce": self.loss["dice_ce"](output.seg[:labeled], target.loss_target),
             **self.loss["sdm_head"](
-                output.seg, output.sdm, target.distance, self.heaviside_k(target.spacing), target.certified
+                output.seg, output.sdm, distance, self.heaviside_k(target.spacing), regression_mask
             ),
         }
         weights = self.loss_term_weights()
