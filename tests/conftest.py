@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from nnunet_sdm.workflow import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+#: the planned synthetic dataset's plans (nnU-Net's, made small for the CPU) and its unlabeled cases
+PLANS = "nnUNetPlans_cpu_small"
+UNLABELED_CASES = 3
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -106,7 +110,13 @@ def planned_synthetic(tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("nnunet")
     env = nnunet_env(workdir)
     info = make_synthetic_dataset(
-        env["nnUNet_raw"], dataset_id=990, num_training=6, num_test=2, shape=(16, 48, 48), seed=1
+        env["nnUNet_raw"],
+        dataset_id=990,
+        num_training=6,
+        num_test=2,
+        shape=(16, 48, 48),
+        seed=1,
+        num_unlabeled=UNLABELED_CASES,
     )
     preprocessed = plan_and_preprocess(
         990,
@@ -117,10 +127,27 @@ def planned_synthetic(tmp_path_factory) -> dict:
         verify=False,
         announce=lambda _: None,
     )
+    # the semi-supervised trainer's unlabeled cases, preprocessed with the small CPU plans
+    run(
+        [
+            sys.executable,
+            "-m",
+            "nnunet_sdm.cli",
+            "preprocess-unlabeled",
+            "-d",
+            "990",
+            "-p",
+            PLANS,
+            "-np",
+            "1",
+        ],
+        env,
+    )
     return {
         "workdir": workdir,
         "env": env,
         "raw": Path(info["folder"]),
+        "unlabeled_cases": info["unlabeled_cases"],
         "preprocessed": preprocessed,
         "dataset_id": "990",
         "results": Path(env["nnUNet_results"]) / Path(info["folder"]).name,

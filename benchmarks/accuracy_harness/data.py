@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_sdm.dataset_json import evaluated_label_names
+from nnunet_sdm.unlabeled import UNLABELED_IMAGES
 
 from .settings import COMPARABLE_KEYS, CONFIGURATION, MANIFEST, N_FOLDS, SPLIT_SEED, BenchmarkError, Settings
 
@@ -29,6 +30,8 @@ class Data:
     test_cases: list[str]
     test_source: str
     channels: list[str] = field(default_factory=list)
+    #: training cases whose labels are withheld (images in ``raw/imagesUnlabeled``); empty: none
+    unlabeled_cases: list[str] = field(default_factory=list)
 
 
 def dataset_id_of(folder: Path) -> int:
@@ -134,6 +137,15 @@ def prepare_data(settings: Settings) -> Data:
             source = f"{n_test} of {len(all_cases)} cases drawn with seed {settings.seed}"
         held_out = set(test_cases)
         train_cases = [c for c in all_cases if c not in held_out]
+    unlabeled_cases: list[str] = []
+    if settings.labeled_cases is not None:
+        if settings.labeled_cases >= len(train_cases):
+            raise BenchmarkError(
+                f"--labeled-cases {settings.labeled_cases}: there are only {len(train_cases)} training cases"
+            )
+        labeled = set(choose_test_cases(train_cases, settings.labeled_cases, SPLIT_SEED))
+        unlabeled_cases = [c for c in train_cases if c not in labeled]
+        train_cases = [c for c in train_cases if c in labeled]
     if len(train_cases) < N_FOLDS:
         raise BenchmarkError(
             f"{len(train_cases)} training cases: need at least {N_FOLDS} for the 5-fold split"
@@ -151,6 +163,16 @@ def prepare_data(settings: Settings) -> Data:
         target / "labelsTr",
         {f"{c}{file_ending}": (raw / "labelsTr" / f"{c}{file_ending}").resolve() for c in train_cases},
     )
+    unlabeled_images = {
+        f.name: f.resolve()
+        for case in unlabeled_cases
+        for f in _image_files(raw / "imagesTr", case, file_ending, len(channels))
+    }
+    if unlabeled_images:
+        sync_links(target / UNLABELED_IMAGES, unlabeled_images)
+    elif (target / UNLABELED_IMAGES).is_dir():
+        sync_links(target / UNLABELED_IMAGES, {})
+        (target / UNLABELED_IMAGES).rmdir()
     new_meta = dict(meta, numTraining=len(train_cases))
     new_meta.pop("numTest", None)
     write_if_changed(target / "dataset.json", json.dumps(new_meta, indent=2))
@@ -178,6 +200,7 @@ def prepare_data(settings: Settings) -> Data:
         test_cases=sorted(test_cases),
         test_source=source,
         channels=channels,
+        unlabeled_cases=unlabeled_cases,
     )
 
 
@@ -208,6 +231,7 @@ def make_manifest(settings: Settings, data: Data, split: list[dict]) -> dict:
         "test_cases": data.test_cases,
         "test_source": data.test_source,
         "split": split,
+        "unlabeled_cases": data.unlabeled_cases,
         "raw": str(settings.raw),
         "preset": settings.preset,
     }

@@ -35,6 +35,7 @@ COMPARABLE_KEYS = (
     "train_cases",
     "test_cases",
     "split",
+    "unlabeled_cases",
 )
 
 
@@ -75,6 +76,9 @@ class Settings:
     preset: str | None = None
     #: the goal the results are checked against (a preset's ``goal``, :func:`check_goal`), or None
     goal: dict | None = None
+    #: semi-supervised set-up: only this many training cases keep their labels (drawn with nnU-Net's split
+    #: seed), the others' images go to ``imagesUnlabeled``; None: every training case is labeled
+    labeled_cases: int | None = None
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -130,6 +134,7 @@ def load_preset(name_or_path: str) -> tuple[dict, Path]:
         "budget_note",
         "inference_modes",
         "goal",
+        "labeled_cases",
     }
     unknown = set(preset) - known
     if unknown:
@@ -276,6 +281,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "results with and without, side by side (benchmarks/accuracy_harness/inference.py)",
     )
     parser.add_argument(
+        "--labeled-cases",
+        type=int,
+        dest="labeled_cases",
+        help="semi-supervised set-up: keep the labels of this many training cases (drawn with nnU-Net's split "
+        "seed); the other training cases become unlabeled images (imagesUnlabeled, nnunet-sdm "
+        "preprocess-unlabeled) for trainers that use them",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -349,6 +362,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         parser.error(f"--warm-start-epochs must be >= 1, got {warm_start_epochs}")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    labeled_cases = pick("labeled_cases")
+    if labeled_cases is not None and int(labeled_cases) < N_FOLDS:
+        parser.error(f"--labeled-cases must be >= {N_FOLDS} (nnU-Net's 5-fold split), got {labeled_cases}")
 
     device = args.device or preset.get("device")
     if device is None:
@@ -380,6 +396,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         threads=_threads(pick("threads"), parser),
         preset=args.preset,
         goal=goal,
+        labeled_cases=int(labeled_cases) if labeled_cases is not None else None,
     )
 
 

@@ -76,12 +76,30 @@ def plan(settings: Settings, data: Data, env: dict[str, str]) -> Path:
         done.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     plans = json.loads((preprocessed / f"{settings.plans_identifier}.json").read_text())
     config = plans["configurations"][CONFIGURATION]
+    if data.unlabeled_cases:
+        preprocess_unlabeled_once(settings, data, env, preprocessed, config["data_identifier"])
     arch = config["architecture"]["arch_kwargs"]
     note(
         f"plans {settings.plans_identifier}: patch {config['patch_size']}, batch {config['batch_size']}, "
         f"spacing {config['spacing']}, features {arch.get('features_per_stage')}"
     )
     return preprocessed
+
+
+def preprocess_unlabeled_once(
+    settings: Settings, data: Data, env: dict[str, str], preprocessed: Path, data_identifier: str
+) -> None:
+    """``nnunet-sdm preprocess-unlabeled`` unless its folder already holds exactly the unlabeled cases."""
+    from nnunet_sdm.unlabeled import preprocessed_unlabeled_folder
+
+    folder = preprocessed_unlabeled_folder(preprocessed, data_identifier)
+    present = {p.stem for p in folder.glob("*.pkl")} if folder.is_dir() else set()
+    if present == set(data.unlabeled_cases):
+        note(f"already preprocessed: {len(present)} unlabeled cases in {folder}")
+        return
+    command = [sys.executable, "-m", "nnunet_sdm.cli", "preprocess-unlabeled", "-d", str(data.dataset_id)]
+    command += ["-c", CONFIGURATION, "-p", settings.plans_identifier, "-np", str(settings.num_processes)]
+    run_logged(command, env, settings.out / "logs" / "preprocess_unlabeled.log", announce=note)
 
 
 @dataclass

@@ -124,6 +124,35 @@ def test_without_a_list_a_fraction_is_drawn_with_the_seed(tmp_path):
     assert data.test_cases == choose_test_cases(data.train_cases + data.test_cases, 5, 4)
 
 
+def test_labeled_cases_keep_their_labels_and_the_others_become_unlabeled_images(tmp_path):
+    cases = [f"case_{i:02d}" for i in range(20)]
+    raw = _fake_raw(tmp_path, cases)
+    (tmp_path / "test.json").write_text(json.dumps(["case_03", "case_07"]))
+    settings = _settings(raw, tmp_path / "out", test_cases_file=tmp_path / "test.json", labeled_cases=6)
+    data = prepare_data(settings)
+    assert len(data.train_cases) == 6 and len(data.unlabeled_cases) == 12
+    assert not set(data.train_cases) & set(data.unlabeled_cases)
+    assert set(data.train_cases) | set(data.unlabeled_cases) == set(cases) - {"case_03", "case_07"}
+    assert data == prepare_data(settings)  # fixed: nnU-Net's split seed, not the run's
+    planned = data.raw
+    assert sorted(p.name for p in (planned / "labelsTr").iterdir()) == [
+        f"{c}.nii.gz" for c in data.train_cases
+    ]
+    assert sorted(p.name for p in (planned / "imagesUnlabeled").iterdir()) == [
+        f"{c}_0000.nii.gz" for c in data.unlabeled_cases
+    ]
+    assert json.loads((planned / "dataset.json").read_text())["numTraining"] == 6
+    split = [{"train": data.train_cases[1:], "val": data.train_cases[:1]}] * 5
+    assert make_manifest(settings, data, split)["unlabeled_cases"] == data.unlabeled_cases
+    # the same output folder without the semi-supervised set-up: no unlabeled images left behind
+    assert not prepare_data(_settings(raw, tmp_path / "out")).unlabeled_cases
+    assert not (planned / "imagesUnlabeled").exists()
+    with pytest.raises(BenchmarkError, match="only 18 training cases"):
+        prepare_data(
+            _settings(raw, tmp_path / "o2", test_cases_file=tmp_path / "test.json", labeled_cases=18)
+        )
+
+
 def test_manifest_change_is_refused(tmp_path):
     raw = _fake_raw(tmp_path, [f"case_{i:02d}" for i in range(10)])
     settings = _settings(raw, tmp_path / "out")
@@ -377,7 +406,9 @@ def test_every_preset_resolves_its_files_and_warm_presets_have_five_seeds(preset
     assert settings.test_cases_file is None or settings.test_cases_file.is_file()
     assert content.get("budget_note"), "every preset writes down its budget arithmetic"
     if settings.warm_start is not None:
-        assert len(settings.seeds) >= 5 and settings.inference_modes  # paired statistics need seeds
+        assert len(settings.seeds) >= 5  # paired statistics need seeds
+        # inference modes chosen on the validation cases, or the preset says it scores plain predictions
+        assert settings.inference_modes or "plain predictions" in content["description"]
 
 
 def test_la2018_split_and_small_patch_override():

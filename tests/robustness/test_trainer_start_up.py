@@ -63,6 +63,12 @@ BAD_SETTINGS: dict[str, list[tuple]] = {
     "nnUNetTrainerSDM_Weight1": FLAGSHIP_BAD,
     "nnUNetTrainerSDM_LongRamp": FLAGSHIP_BAD,
     "nnUNetTrainerSDM_DetachedHead": FLAGSHIP_BAD,
+    "nnUNetTrainerSDM_SemiSupervised": [
+        *FLAGSHIP_BAD,
+        ("unlabeled_per_labeled", 0.0),
+        ("unlabeled_per_labeled", -1.0),
+        ("consistency_ramp_fraction", 1.5),
+    ],
     "nnUNetTrainerSDM_Xue2020": XUE_BAD,
     "nnUNetTrainerSDM_Xue2020SDMOnly": [*XUE_BAD, ("sdm_weight", 0.0, "every term is switched off")],
     "nnUNetTrainerSDM_Xue2020L1": XUE_BAD,
