@@ -425,13 +425,9 @@ def _torch_target_costs(trainer, batches, args, sync) -> dict:
 
 
 def _trainer_class(name: str):
-    if name == STOCK:
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunet_sdm.workflow import trainer_class
 
-        return nnUNetTrainer
-    from nnunet_sdm.training import sdm, xue
-
-    return getattr(sdm, name, None) or getattr(xue, name)
+    return trainer_class(name)
 
 
 # ---- driver -------------------------------------------------------------------------------------------------

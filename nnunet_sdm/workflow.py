@@ -98,6 +98,25 @@ def trainers_registered() -> Iterator[None]:
             os.environ[EXT_TRAINER_VARIABLE] = old
 
 
+class TrainerNotFoundError(RuntimeError):
+    """A trainer name that neither nnU-Net nor nnunet-sdm (nor ``nnUNet_extTrainer``) defines."""
+
+
+def trainer_class(name: str) -> type:
+    """The trainer class called ``name``, found as ``nnUNetv2_train`` and the predictor find it: nnU-Net's
+    own trainers, then ``nnUNet_extTrainer`` with this project's trainers added. The one lookup of the
+    predictor, the FLARE packaging and the benchmarks."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with trainers_registered():
+        try:
+            return recursive_find_trainer_class_by_name(name)
+        except RuntimeError as error:
+            raise TrainerNotFoundError(
+                f"trainer {name!r} is neither nnU-Net's nor nnunet-sdm's (nor in nnUNet_extTrainer): {error}"
+            ) from None
+
+
 def nnunet_command(name: str) -> str:
     """Path of an nnU-Net console script, preferring the one beside this interpreter."""
     beside = Path(sys.executable).parent / name

@@ -193,13 +193,10 @@ def saves_sdm(trainer: str) -> bool:
     """Whether ``trainer``'s predictions are made with ``nnunet-sdm predict --save-sdm`` (the same label maps
     as ``nnUNetv2_predict``, plus the SDMs): trainers with a truncated-SDM head, which SDM-guided
     post-processing can use. Looked up once per trainer."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
     from nnunet_sdm.inference.sdm_guided import has_truncated_sdm
-    from nnunet_sdm.workflow import register_trainers
+    from nnunet_sdm.workflow import trainer_class
 
-    register_trainers()
-    return has_truncated_sdm(recursive_find_trainer_class_by_name(trainer))
+    return has_truncated_sdm(trainer_class(trainer))
 
 
 def summary_up_to_date(paths: TrainerPaths, data: Data) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from nnunet_sdm.checks import check_non_negative
 from nnunet_sdm.flare.render import render
 from nnunet_sdm.inference.sdm_guided import has_truncated_sdm
-from nnunet_sdm.workflow import trainers_registered
+from nnunet_sdm.workflow import TrainerNotFoundError, trainer_class
 
 __all__ = [
     "DEFAULT_BASE_IMAGE",
@@ -70,15 +70,10 @@ def _normalise_folds(folds: Sequence[str | int]) -> list[str]:
 
 def _check_trainer(trainer: str) -> type:
     """The trainer must be found the way the predictor finds it (nnU-Net's, or ours via nnUNet_extTrainer)."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-    with trainers_registered():
-        try:
-            return recursive_find_trainer_class_by_name(trainer)
-        except RuntimeError as e:
-            raise SubmissionError(
-                f"trainer {trainer!r} is neither nnU-Net's nor nnunet-sdm's; predict.sh could not load it ({e})"
-            ) from None
+    try:
+        return trainer_class(trainer)
+    except TrainerNotFoundError as e:
+        raise SubmissionError(f"{e}; predict.sh could not load it") from None
 
 
 def _copy_source(target: Path) -> None:

@@ -407,9 +407,9 @@ class SDMPredictor(nnUNetPredictor):
 
 
 def _trainer_class(trainer_name: str):
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunet_sdm.workflow import trainer_class
 
-    return recursive_find_trainer_class_by_name(trainer_name)
+    return trainer_class(trainer_name)
 
 
 # ----------------------------------------------------------------------------------------------------

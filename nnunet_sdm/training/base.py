@@ -21,139 +21,33 @@ is not defined on one of them says so in ``supports_regions`` / ``supports_ignor
 start-up, naming the trainers that do support it.
 
 Each paper's module defines only its class attributes, its loss and, where needed, its targets.
+
+Beside this module, each a part of the base: ``targets.py`` (``ScaleTarget`` and the distance targets of
+every scale), ``stock_losses.py`` (nnU-Net's own losses), ``loss_terms.py`` (logging of every loss term and
+their gradient shares), ``checkpoints.py`` (nnU-Net's checkpoints with the trainer's extra state).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-import numpy as np
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss, get_tp_fp_fn_tn
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
+from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch import distributed as dist
 
 from nnunet_sdm.checks import Rule, integer, one_of, optional, positive
-from nnunet_sdm.distance import certified_signed_distance, normalise_xue
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
-from nnunet_sdm.plots import loss_terms_plot
-
-
-# ---- nnU-Net's own losses, configured as nnUNetTrainer._build_loss does ------------------------------
-def nnunet_dice_ce_loss(trainer: nnUNetTrainer) -> nn.Module:
-    """nnU-Net's segmentation loss, built exactly as ``nnUNetTrainer._build_loss`` (before its
-    deep-supervision wrapper): Dice + CE for label maps (target (B, 1, *spatial), ignore label masked),
-    Dice + BCE for regions (target (B, R [+ 1 ignore channel], *spatial))."""
-    manager = trainer.label_manager
-    dice_kwargs = {
-        "batch_dice": trainer.configuration_manager.batch_dice,
-        "smooth": 1e-5,
-        "ddp": trainer.is_ddp,
-    }
-    if manager.has_regions:
-        loss = DC_and_BCE_loss(
-            {},
-            {**dice_kwargs, "do_bg": True},
-            use_ignore_label=manager.ignore_label is not None,
-            dice_class=MemoryEfficientSoftDiceLoss,
-        )
-    else:
-        loss = DC_and_CE_loss(
-            {**dice_kwargs, "do_bg": False},
-            {},
-            weight_ce=1,
-            weight_dice=1,
-            ignore_label=manager.ignore_label,
-            dice_class=MemoryEfficientSoftDiceLoss,
-        )
-    if trainer._do_i_compile():
-        loss.dc = torch.compile(loss.dc)
-    return loss
-
-
-class NNUNetSoftDice(nn.Module):
-    """nnU-Net's soft Dice term alone, as the ``dc`` of ``DC_and_CE_loss`` / ``DC_and_BCE_loss`` computes
-    it from the loader's target: softmax and foreground classes for label maps, sigmoid and every
-    region for regions; ignore-label voxels masked out as those losses do. Value: -mean soft Dice."""
-
-    def __init__(self, dice: nn.Module, regions: bool, ignore_label: int | None) -> None:
-        super().__init__()
-        self.dc = dice
-        self.regions = regions
-        self.ignore_label = ignore_label
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mask = None
-        if self.ignore_label is not None:
-            if self.regions:
-                mask, target = ~target[:, -1:].bool(), target[:, :-1]
-            else:
-                mask = target != self.ignore_label
-                target = torch.where(mask, target, 0)
-        return self.dc(logits, target, loss_mask=mask)
-
-
-def nnunet_soft_dice_loss(trainer: nnUNetTrainer) -> nn.Module:
-    """nnU-Net's soft Dice alone (the ``dc`` of ``nnunet_dice_ce_loss``), see :class:`NNUNetSoftDice`."""
-    regions = trainer.label_manager.has_regions
-    dice = MemoryEfficientSoftDiceLoss(
-        apply_nonlin=torch.sigmoid if regions else softmax_helper_dim1,
-        batch_dice=trainer.configuration_manager.batch_dice,
-        do_bg=regions,
-        smooth=1e-5,
-        ddp=trainer.is_ddp,
-    )
-    dice = torch.compile(dice) if trainer._do_i_compile() else dice
-    return NNUNetSoftDice(dice, regions, trainer.label_manager.ignore_label)
-
-
-def term_gradient_norms_of(
-    network: nn.Module,
-    terms: dict[str, torch.Tensor],
-    weights: dict[str, float],
-    grad_scaler: torch.amp.GradScaler | None = None,
-) -> dict[str, float]:
-    """Gradient norm over all trainable weights of every loss term (``grad_norm/<term>``, ``loss`` the
-    total), whether the total's exceeds nnU-Net's clipping at 12 (``grad_norm/clipped``), and each term's
-    share of the total's (``grad_share/<term>`` = weight x term norm / total norm, for the terms that
-    ``weights`` lists). Terms of a weighted sum need not have shares that add up to 1 (their gradients
-    need not point the same way). The network's ``.grad`` fields are left untouched.
-    """
-    parameters = [p for p in network.parameters() if p.requires_grad]
-    scale = float(grad_scaler.get_scale()) if grad_scaler is not None else 1.0
-    norms: dict[str, float] = {}
-    for name, value in terms.items():
-        if not value.requires_grad:
-            continue
-        grads = torch.autograd.grad(value * scale, parameters, retain_graph=True, allow_unused=True)
-        squares = [g.detach().float().square().sum() for g in grads if g is not None]
-        norms[name] = float(torch.stack(squares).sum().sqrt()) / scale if squares else 0.0
-    diagnostics = {f"grad_norm/{name}": value for name, value in norms.items()}
-    total = norms.get("loss", 0.0)
-    if total > 0:
-        diagnostics["grad_norm/clipped"] = float(total > 12)
-        for name, weight in weights.items():
-            if name in norms:
-                diagnostics[f"grad_share/{name}"] = weight * norms[name] / total
-    return diagnostics
-
-
-def terms_to_host(terms: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """The loss terms as numpy scalars, read back from the device in one copy (one host sync, where stock
-    nnU-Net reads its loss back)."""
-    values = torch.stack([value.detach().float() for value in terms.values()]).cpu().numpy()
-    return dict(zip(terms, values))
-
+from nnunet_sdm.training.checkpoints import CHECKPOINT_EXTRAS_KEY, CheckpointError, ExtraStateCheckpoints
+from nnunet_sdm.training.loss_terms import LossTermLog, term_gradient_norms_of, terms_to_host
+from nnunet_sdm.training.stock_losses import NNUNetSoftDice, nnunet_dice_ce_loss, nnunet_soft_dice_loss
+from nnunet_sdm.training.targets import DistanceTargets, ScaleTarget
 
 # Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
 BUDGET_ENV = {
@@ -172,41 +66,13 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term was NaN or inf in too many steps in a row; training stopped before updating the weights."""
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed from (truncated, foreign, or of another trainer)."""
-
-
-CHECKPOINT_EXTRAS_KEY = "nnunet_sdm"
 #: key of the plans (written to the model folder's plans.json by nnU-Net) that tells
 #: ``build_network_architecture`` -- which the predictor calls with the plans only -- that the dataset is
 #: region-based, so the SDM head has one channel per region instead of one per foreground label
 PLANS_KEY = "nnunet_sdm"
 
 
-@dataclass
-class ScaleTarget:
-    """Targets of one deep-supervision scale, all on the training device.
-
-    ``masks`` has one channel per foreground label (label maps) or per region (region-based datasets),
-    in the order of the SDM head's channels; ``known`` is False on voxels with nnU-Net's ignore label.
-    """
-
-    loss_target: torch.Tensor  # as the loader delivers it: what nnU-Net's own losses take
-    masks: torch.Tensor  # (B, K, *spatial) bool
-    spacing: tuple[float, ...]  # mm per voxel at this scale
-    labels: torch.Tensor | None = None  # (B, *spatial) int64 label map (label datasets; ignore label kept)
-    known: torch.Tensor | None = None  # (B, 1, *spatial) bool, None: every label known
-    distance: torch.Tensor | None = None  # (B, K or 1, *spatial) the method's distance target, if any
-    #: (B, K, *spatial) bool: where ``distance`` holds whatever the unknown labels are (None: everywhere)
-    certified: torch.Tensor | None = None
-
-    @cached_property
-    def onehot(self) -> torch.Tensor:
-        """(B, K, *spatial) float, one channel per foreground label or region; made only when used."""
-        return self.masks.float()
-
-
-class nnUNetTrainerDistanceBase(nnUNetTrainer):
+class nnUNetTrainerDistanceBase(LossTermLog, ExtraStateCheckpoints, DistanceTargets, nnUNetTrainer):
     """Shared base of the nnunet-sdm trainers (not a trainer to run by itself)."""
 
     #: the network has nnU-Net's segmentation head (num_segmentation_heads logits)
@@ -430,96 +296,6 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         last = 1e-6 if self.is_ddp and not self._do_i_compile() else 0.0
         return deep_supervision_weights(len(self._get_deep_supervision_scales()), last_weight=last)
 
-    # ---- targets -----------------------------------------------------------------------------
-    @property
-    def foreground_labels(self) -> list[int]:
-        return [int(c) for c in self.label_manager.foreground_labels]
-
-    def scale_spacing(self, full_shape, scale_shape) -> tuple[float, ...]:
-        """Voxel spacing (mm) of a deep-supervision scale, from the configuration's spacing."""
-        spacing = self.configuration_manager.spacing[-len(full_shape) :]
-        return tuple(float(s) * f / d for s, f, d in zip(spacing, full_shape, scale_shape))
-
-    def normalise_sdm(
-        self, sdm_mm: torch.Tensor, spatial_dims: int, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Normalisation of the full SDM target; Xue et al.: per sample and class to [-1, 1] (under the
-        ignore label by the largest certified distances, ``mask``)."""
-        return normalise_xue(sdm_mm, spatial_dims=spatial_dims, mask=mask)
-
-    def distance_target(self, target: ScaleTarget) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The method's distance map of one scale's ``target.masks`` -> ``(distance, certified)``:
-        (B, K or 1, *spatial), and where it holds whatever the ignore-label voxels are (None: everywhere).
-
-        The exact SDM of every foreground label or region (``certified_signed_distance``: truncated at
-        ``truncation_mm`` if set, computed in its band only; else in mm), then ``distance_from_sdm``.
-        """
-        sdm, certified = certified_signed_distance(
-            target.masks,
-            target.known,
-            target.spacing,
-            tau=self.truncation_mm,
-            backend=self.sdm_backend,
-            max_chunk_elements=self.sdm_chunk_elements,
-        )
-        return self.distance_from_sdm(sdm, certified, target.spacing), certified
-
-    def distance_from_sdm(
-        self, sdm: torch.Tensor, certified: torch.Tensor | None, spacing: tuple[float, ...]
-    ) -> torch.Tensor:
-        """The method's target from the SDM: the truncated SDM in float16 (values in [-1, 1] to 2.5e-4),
-        else the SDM in mm normalised by ``normalise_sdm``."""
-        if self.truncation_mm is not None:
-            return sdm.to(torch.float16)
-        return self.normalise_sdm(sdm, len(spacing), certified)
-
-    def needs_distance_target(self, full_resolution: bool) -> bool:
-        """Whether a scale's loss uses ``distance_target`` (all scales by default)."""
-        return self.uses_distance_targets
-
-    def split_target(self, target: torch.Tensor) -> ScaleTarget:
-        """The loader's target of one scale as masks per foreground label or region (no distances yet).
-
-        Label maps: (B, 1, *spatial) labels, the ignore label (if any) marking unknown voxels. Regions:
-        (B, R, *spatial) bool, plus nnU-Net's ignore channel last (``ConvertSegmentationToRegionsTransform``
-        with the ignore label appended).
-        """
-        manager = self.label_manager
-        spacing = ()
-        if manager.has_regions:
-            num_regions = len(manager.foreground_regions)
-            masks = target[:, :num_regions].bool()
-            known = ~target[:, num_regions:].bool() if manager.has_ignore_label else None
-            return ScaleTarget(target, masks, spacing, known=known)
-        labels = target[:, 0].long()
-        masks = torch.stack([labels == c for c in self.foreground_labels], dim=1)
-        known = (labels != manager.ignore_label)[:, None] if manager.has_ignore_label else None
-        return ScaleTarget(target, masks, spacing, labels=labels, known=known)
-
-    def make_scale_target(self, target: torch.Tensor, full_shape) -> ScaleTarget:
-        distance = None
-        if self.distance_targets_in_loader:  # label channel, then the SDMs made by SDMTargetTransform
-            expected = 1 + len(self.foreground_labels)
-            if target.shape[1] != expected:
-                raise ValueError(
-                    f"{type(self).__name__}: the loader's target has {target.shape[1]} channels, expected {expected} "
-                    "(labels + one SDM per foreground class from SDMTargetTransform in the data-loader transforms)"
-                )
-            target, distance = target[:, :1], target[:, 1:].float()
-        scale = self.split_target(target)
-        scale.spacing = self.scale_spacing(full_shape, target.shape[2:])
-        if distance is None and self.needs_distance_target(tuple(target.shape[2:]) == tuple(full_shape)):
-            with torch.no_grad():
-                distance, scale.certified = self.distance_target(scale)
-        scale.distance = distance
-        return scale
-
-    def make_scale_targets(self, targets: list[torch.Tensor]) -> dict[int, ScaleTarget]:
-        """The targets of every deep-supervision scale that has a weight, keyed by scale."""
-        full_shape = targets[0].shape[2:]
-        weights = self.deep_supervision_weights[: len(targets)]
-        return {i: self.make_scale_target(targets[i], full_shape) for i, w in enumerate(weights) if w != 0}
-
     # ---- steps -------------------------------------------------------------------------------
     def _autocast(self):
         # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on mps)
@@ -691,101 +467,6 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
         predicted = logits.argmax(1)
         return torch.stack([predicted == c for c in self.foreground_labels], dim=1)
 
-    # ---- checkpoints ---------------------------------------------------------------------------------
-    def checkpoint_extras(self) -> dict:
-        """Trainer state beyond nnU-Net's (e.g. a frozen auxiliary network), stored in every checkpoint."""
-        return {}
-
-    def load_checkpoint_extras(self, extras: dict, source: str) -> None:
-        """Restore what :meth:`checkpoint_extras` stored (resuming with ``--c``); ``source`` names the file."""
-
-    def save_checkpoint(self, filename: str) -> None:
-        # nnU-Net's checkpoint, with this project's extras under one more key
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        checkpoint = {
-            "network_weights": unwrap(self.network).state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            "logging": self.logger.get_checkpoint(),
-            "_best_ema": self._best_ema,
-            "current_epoch": self.current_epoch + 1,
-            "init_args": self.my_init_kwargs,
-            "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-            CHECKPOINT_EXTRAS_KEY: self.checkpoint_extras(),
-        }
-        torch.save(checkpoint, filename)
-
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        if not isinstance(filename_or_checkpoint, str):
-            raise TypeError(f"{type(self).__name__}.load_checkpoint takes a file name")
-        filename = filename_or_checkpoint
-        try:
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-        except Exception as e:  # truncated file, not a torch file, ...
-            raise CheckpointError(
-                f"{filename}: cannot be read as a checkpoint ({type(e).__name__}: {e}); it may be truncated "
-                f"(a run killed while saving). Delete it to resume from another checkpoint or start anew."
-            ) from None
-        expected = {"network_weights", "optimizer_state", "current_epoch", "trainer_name"}
-        if not isinstance(checkpoint, dict) or not expected <= set(checkpoint):
-            raise CheckpointError(
-                f"{filename}: not an nnU-Net training checkpoint (needs keys {sorted(expected)})"
-            )
-        if checkpoint["trainer_name"] != type(self).__name__:
-            raise CheckpointError(
-                f"{filename}: written by trainer {checkpoint['trainer_name']}, not {type(self).__name__}; "
-                f"use -pretrained_weights to start a {type(self).__name__} training from it"
-            )
-        super().load_checkpoint(filename)
-        self.load_checkpoint_extras(checkpoint.get(CHECKPOINT_EXTRAS_KEY, {}), os.path.basename(filename))
-
-    # ---- logging of the loss terms ---------------------------------------------------------------
-    @property
-    def _loss_terms_file(self) -> str:
-        return os.path.join(self.output_folder, "loss_terms.json")
-
-    def _load_loss_terms(self) -> dict[str, dict[str, float]]:
-        """{"train/dice": {"0": value, ...}, ...}; kept across --c resumes in the output folder."""
-        try:
-            with open(self._loss_terms_file) as handle:
-                return json.load(handle)
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def _log_terms(self, outputs: list[dict], phase: str, extra: dict[str, float] | None = None) -> None:
-        collated = collate_outputs(outputs)
-        names = [k for k in collated if k != "loss" and not k.endswith("_hard")]
-        means = dict(extra or {})
-        for name in names:
-            value = float(np.mean(collated[name]))
-            if self.is_ddp:
-                gathered = [None] * dist.get_world_size()
-                dist.all_gather_object(gathered, value)
-                value = float(np.mean(gathered))
-            means[name] = value
-        self.epoch_term_means[phase] = means
-        if not means:
-            return
-        self.print_to_log_file(
-            f"{phase} loss terms: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
-        )
-        if self.local_rank == 0:
-            history = self._load_loss_terms()
-            for name, value in means.items():
-                history.setdefault(f"{phase}/{name}", {})[str(self.current_epoch)] = value
-            with open(self._loss_terms_file, "w") as handle:
-                json.dump(history, handle, indent=1)
-
-    def on_epoch_end(self) -> None:
-        super().on_epoch_end()
-        if self.local_rank == 0:
-            loss_terms_plot(self._load_loss_terms(), os.path.join(self.output_folder, "loss_terms.png"))
-
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
         self._log_terms(train_outputs, "train", self.gradient_diagnostics)
@@ -797,3 +478,20 @@ class nnUNetTrainerDistanceBase(nnUNetTrainer):
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
         super().on_validation_epoch_end(val_outputs)
         self._log_terms(val_outputs, "val")
+
+
+__all__ = [
+    "BUDGET_ENV",
+    "CHECKPOINT_EXTRAS_KEY",
+    "PLANS_KEY",
+    "CheckpointError",
+    "NNUNetSoftDice",
+    "NonFiniteLossError",
+    "ScaleTarget",
+    "UnsupportedSetupError",
+    "nnUNetTrainerDistanceBase",
+    "nnunet_dice_ce_loss",
+    "nnunet_soft_dice_loss",
+    "term_gradient_norms_of",
+    "terms_to_host",
+]
