@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -118,3 +120,31 @@ def test_without_preprocessed_unlabeled_cases_the_start_names_the_command(make_t
         match=r"no preprocessed unlabeled cases in .*nnunet-sdm preprocess-unlabeled -d",
     ):
         trainer.on_train_start()
+
+
+@pytest.mark.parametrize("kind", ["regions", "ignore", "regions+ignore"])
+def test_mixed_batches_on_region_and_sparse_datasets(make_trainer, kind):
+    """Regions (sigmoid consistency) and the ignore label (certified SDM voxels): the labeled rows' terms are
+    the flagship's, the consistency is finite over all rows, and the step updates the weights."""
+    from tests.training.test_dataset_kinds import KINDS, batch_of
+
+    trainer = make_trainer(nnUNetTrainerSDM_SemiSupervised, labels=KINDS[kind])
+    flagship = make_trainer(nnUNetTrainerSDM, labels=KINDS[kind])
+    batch = batch_of(trainer, seed=4, kind=kind)
+    labeled = len(batch["data"])
+    batch = dict(batch, data=torch.cat([batch["data"], torch.randn_like(batch["data"])]), num_labeled=labeled)
+    with torch.no_grad(), sdm_outputs(trainer.network):
+        outputs = trainer.network(batch["data"])
+    targets = trainer.make_scale_targets(batch["target"])
+    full = trainer.scale_loss(outputs[0], targets[0])
+    alone = flagship.scale_loss(
+        type(outputs[0])(outputs[0].seg[:labeled], outputs[0].sdm[:labeled]), targets[0]
+    )
+    for term in ("dice_ce", "l2", "product"):
+        assert full[term].item() == pytest.approx(alone[term].item(), rel=1e-5), term
+    assert torch.isfinite(full["consistency"])
+    trainer.current_epoch = trainer.num_epochs
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    terms = trainer.train_step(batch)
+    assert all(math.isfinite(float(v)) for v in terms.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.network.parameters()))
