@@ -88,6 +88,9 @@ def register_trainers() -> None:
 def trainers_registered() -> Iterator[None]:
     """:func:`register_trainers` for the ``with`` block only; the variable is restored afterwards."""
     old = os.environ.get(EXT_TRAINER_VARIABLE)
+    if old is not None and with_our_trainers(old) == old:
+        yield  # already registered: leave os.environ alone (other threads may be reading it)
+        return
     register_trainers()
     try:
         yield

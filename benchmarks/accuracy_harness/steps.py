@@ -194,8 +194,9 @@ def saves_sdm(trainer: str) -> bool:
     as ``nnUNetv2_predict``, plus the SDMs): trainers with a truncated-SDM head, which SDM-guided
     post-processing can use. Looked up once per trainer."""
     from nnunet_sdm.inference.sdm_guided import has_truncated_sdm
-    from nnunet_sdm.workflow import trainer_class
+    from nnunet_sdm.workflow import register_trainers, trainer_class
 
+    register_trainers()  # once, for good: the harness's threads read os.environ while another looks up
     return has_truncated_sdm(trainer_class(trainer))
 
 
