@@ -217,10 +217,11 @@ def preprocess_unlabeled(
     cases = unlabeled_cases(Path(nnUNet_raw) / dataset_name, dataset_json)
     allowed = None if allow_other_spacing else spacing_range(preprocessed)
     written: dict[str, Path] = {}
-    for configuration in configurations:
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        identifier = PlansManager(plans).get_configuration(configuration).data_identifier
+    plans_manager = PlansManager(plans)  # resolves configurations that inherit from others
+    for configuration in configurations:
+        identifier = plans_manager.get_configuration(configuration).data_identifier
         final = preprocessed_unlabeled_folder(preprocessed, identifier)
         staging = final.with_name(final.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
