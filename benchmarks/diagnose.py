@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +156,7 @@ def gradient_statistics(args, images: np.ndarray, labels: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/diagnose.py", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--work", type=Path, required=True, help="folder with nnUNet_raw/_preprocessed/_results"
+        "--work", type=Path, required=True, help="folder with nnUNet_raw and nnUNet_preprocessed"
     )
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--plans", default="nnUNetPlans")
@@ -166,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args(argv)
 
-    for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    for sub in ("nnUNet_raw", "nnUNet_preprocessed"):
         os.environ[sub] = str(args.work / sub)
+    # the trainers built here write a training log on construction: keep it out of the work's results,
+    # where real trainings (and tests reading their logs) live
+    scratch_results = tempfile.TemporaryDirectory(prefix="diagnose_results_")
+    os.environ["nnUNet_results"] = scratch_results.name
     os.environ.setdefault("nnUNet_compile", "f")
     from nnunet_sdm.dataset_json import foreground_labels
     from nnunet_sdm.workflow import register_trainers

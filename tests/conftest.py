@@ -86,6 +86,14 @@ def nnunet_train(
     )
 
 
+def training_log(fold: Path) -> str:
+    """The text of the training log written last in ``fold`` (a trainer built elsewhere with the same
+    names, e.g. a test in-process, leaves a log of its own there)."""
+    logs = list(fold.glob("training_log_*.txt"))
+    assert logs, f"no training log in {fold}"
+    return max(logs, key=lambda p: p.stat().st_mtime_ns).read_text()
+
+
 def predict_and_check(
     env: dict[str, str], raw: Path, out: Path, trainer: str, plans: str = "nnUNetPlans", *extra: str
 ) -> None:

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.benchmarks._load import ACCURACY
-from tests.conftest import nnunet_env
+from tests.conftest import nnunet_env, training_log
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_test_cases_are_kept_out_of_planning_and_training(benchmark):
     )
     assert len(splits) == 5 and sorted(splits[0]["train"] + splits[0]["val"]) == trained_on
     for trainer in TRAINERS:
-        log = next(_fold(out, trainer).glob("training_log_*.txt")).read_text()
+        log = training_log(_fold(out, trainer))
         assert "Using splits from existing split file" in log
 
 
@@ -216,7 +216,7 @@ def test_warm_start_fine_tunes_every_trainer_and_seed_from_one_stock_pre_trainin
     assert checkpoint.is_file()
     for root in (out, out / "seed_1"):
         for trainer in TRAINERS:
-            log = next(_fold(root, trainer).glob("training_log_*.txt")).read_text()
+            log = training_log(_fold(root, trainer))
             assert f"warm start from {checkpoint}" in log
             assert len(list((root / "predictions" / trainer).glob("*.nii.gz"))) == 2
     manifest = json.loads((out / "benchmark.json").read_text())

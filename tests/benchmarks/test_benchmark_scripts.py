@@ -100,10 +100,14 @@ def test_diagnose_on_the_synthetic_dataset(planned_synthetic, tmp_path):
     out = tmp_path / "diagnosis.json"
     command = [sys.executable, str(BENCHMARKS / "diagnose.py"), "--work", str(planned_synthetic["workdir"])]
     command += ["--dataset", "990", "--plans", "nnUNetPlans_cpu_small", "--cases", "2", "-o", str(out)]
+    results = Path(planned_synthetic["env"]["nnUNet_results"])
+    before = sorted(results.rglob("*"))
     result = run_script(command)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["cases"] == 2 and report["targets"] and report["gradients"]
+    # its trainers' logs go to a scratch folder, not next to the real trainings' logs
+    assert sorted(results.rglob("*")) == before
 
 
 def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):

@@ -17,7 +17,7 @@ from nnunet_sdm.distance import signed_distance, truncate
 from nnunet_sdm.training.baselines import nnUNetTrainerBoundary, nnUNetTrainerHD
 from nnunet_sdm.training.caliva import nnUNetTrainerDistPenaltyCE, nnUNetTrainerDistPenaltyDiceCE
 from nnunet_sdm.training.wang_zhang import nnUNetTrainerSDMDualHead
-from tests.conftest import nnunet_bin, predict_and_check, run, smoke_budget, synthetic_batch
+from tests.conftest import nnunet_bin, predict_and_check, run, smoke_budget, synthetic_batch, training_log
 
 PLANS = "nnUNetPlans_cpu_small"
 BUDGET = smoke_budget()
@@ -204,7 +204,7 @@ def test_train_and_predict_on_cpu(planned_synthetic, name, tmp_path):
     fold = results / f"{name}__{PLANS}__3d_fullres" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     assert (fold / "validation" / "summary.json").is_file()
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = training_log(fold)
     assert "train loss terms:" in log and "val loss terms:" in log
     logged = log.split("train loss terms:")[1].splitlines()[0]
     for term in TRAINERS[name]:

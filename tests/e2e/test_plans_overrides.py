@@ -26,7 +26,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import nnunet_bin, nnunet_train, run, smoke_budget, synthetic_batch
+from tests.conftest import nnunet_bin, nnunet_train, run, smoke_budget, synthetic_batch, training_log
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def trained_xue(planned_synthetic, tmp_path_factory):
 def test_xue_network_trains_with_xue_adam_through_nnunetv2_train(trained_xue):
     fold = trained_xue["model"] / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = training_log(fold)
     assert "Current learning rate: 0.0005" in log
     plans = json.loads((trained_xue["model"] / "plans.json").read_text())
     arch = plans["configurations"]["3d_fullres"]["architecture"]

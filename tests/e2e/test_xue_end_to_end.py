@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import nnunet_bin, nnunet_train, predict_and_check, run, smoke_budget
+from tests.conftest import nnunet_bin, nnunet_train, predict_and_check, run, smoke_budget, training_log
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_training_writes_checkpoint_validation_and_loss_terms(trained_sdm):
     fold = trained_sdm["model"] / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     assert (fold / "validation" / "summary.json").is_file()
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    log = training_log(fold)
     terms = TERMS[trained_sdm["trainer"]]
     assert "train loss terms:" in log and all(term in log for term in terms)
     assert (fold / "loss_terms.png").is_file()

@@ -11,11 +11,12 @@ from tests.conftest import synthetic_batch
 
 
 @pytest.fixture
-def sdm_trainer(planned_synthetic, monkeypatch):
+def sdm_trainer(planned_synthetic, monkeypatch, tmp_path):
     from nnunetv2.run.run_training import get_trainer_from_args
 
     for key, value in planned_synthetic["env"].items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))  # its log stays out of the end-to-end tests' folders
     trainer = get_trainer_from_args(
         "990",
         "3d_fullres",
@@ -70,13 +71,14 @@ def test_non_finite_loss_skips_the_step_and_stops_after_a_run(sdm_trainer, monke
     assert all(torch.equal(after_good[k], after[k]) for k in after)
 
 
-def test_region_datasets_stop_at_start_up(planned_synthetic, monkeypatch):
+def test_region_datasets_stop_at_start_up(planned_synthetic, monkeypatch, tmp_path):
     import json
 
     from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020
 
     for key, value in planned_synthetic["env"].items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))  # its log stays out of the end-to-end tests' folders
     plans = json.loads((planned_synthetic["preprocessed"] / "nnUNetPlans_cpu_small.json").read_text())
     dataset_json = json.loads((planned_synthetic["preprocessed"] / "dataset.json").read_text())
     dataset_json["labels"] = {"background": 0, "whole": [1, 2], "vessel": 2}
@@ -87,13 +89,14 @@ def test_region_datasets_stop_at_start_up(planned_synthetic, monkeypatch):
 
 
 @pytest.mark.parametrize("setting", [{"heaviside_k": 0.0}, {"sdm_weight": -1.0}, {"truncation_mm": 0.0}])
-def test_nonsense_settings_stop_at_start_up(planned_synthetic, monkeypatch, setting):
+def test_nonsense_settings_stop_at_start_up(planned_synthetic, monkeypatch, setting, tmp_path):
     import json
 
     from nnunet_sdm.training.xue import nnUNetTrainerSDM_Xue2020Truncated
 
     for key, value in planned_synthetic["env"].items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))  # its log stays out of the end-to-end tests' folders
     plans = json.loads((planned_synthetic["preprocessed"] / "nnUNetPlans_cpu_small.json").read_text())
     dataset_json = json.loads((planned_synthetic["preprocessed"] / "dataset.json").read_text())
     plans["continue_training"] = False
