@@ -160,3 +160,34 @@ def planned_synthetic(tmp_path_factory) -> dict:
         "dataset_id": "990",
         "results": Path(env["nnUNet_results"]) / Path(info["folder"]).name,
     }
+
+
+#: the test files that take longest on 2 cores, longest first (measured with ``--durations``). pytest-xdist
+#: hands whole files to its two workers in collection order (with ``--no-loadscope-reorder``, set in
+#: pyproject.toml; its default order, most tests first, left one long end-to-end file running alone at the
+#: end), so these start first and the many short files fill in at the end. A file missing here only runs
+#: later; the other slow files follow these, then the fast ones.
+LONGEST_FIRST = (
+    "tests/e2e/test_dataset_kinds.py",
+    "tests/benchmarks/test_accuracy_harness.py",
+    "tests/inference/test_predict_sdm_end_to_end.py",
+    "tests/e2e/test_distance_trainers.py",
+    "tests/benchmarks/test_benchmark_scripts.py",
+    "tests/e2e/test_configurations.py",
+    "tests/e2e/test_xue_end_to_end.py",
+    "tests/e2e/test_plans_overrides.py",
+    "tests/e2e/test_li_end_to_end.py",
+    "tests/e2e/test_semi_supervised.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+
+    def order(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        if path in rank:
+            return rank[path]
+        return len(rank) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=order)  # stable: each file keeps its own order

@@ -5,8 +5,10 @@
 
 The synthetic dataset (4 training cases of 32 x 96 x 96 at 2.5 x 0.8 x 0.8 mm) is planned with nnU-Net's
 ``-gpu_memory_target 0.15`` (GB), which makes the 3d_fullres patch small enough (16 x 48 x 48) for nnU-Net to
-plan a 3d_lowres stage and the cascade; ``cpu_small`` (8-64 features, batch 2) is then applied to every
-configuration. Every training uses fold ``all`` (4 cases are too few for nnU-Net's 5 folds), so the
+plan a 3d_lowres stage and the cascade; the ResEnc M planner keeps its own memory target, so its patch is the
+whole image (one sliding window per case: its validation and prediction are most of this file's time
+otherwise). ``cpu_small`` (8-64 features, batch 2) is then applied to every configuration. The predictions
+here run without test-time mirroring (mirroring is tested with the default plans elsewhere). Every training uses fold ``all`` (4 cases are too few for nnU-Net's 5 folds), so the
 low-resolution stage's final validation exports its predictions of all training cases for the cascade.
 """
 
@@ -48,7 +50,8 @@ def planned(tmp_path_factory) -> dict:
     )
     plan = [nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", DATASET, "-gpu_memory_target", "0.15"]
     run([*plan, "-c", "2d", "3d_fullres", "3d_lowres", "-np", "1"], env)
-    run([*plan, "-pl", "nnUNetPlannerResEncM", "--no_pp"], env)  # shares nnUNetPlans_3d_fullres's data
+    resenc = [nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", DATASET, "-pl", "nnUNetPlannerResEncM"]
+    run([*resenc, "--no_pp"], env)  # shares nnUNetPlans_3d_fullres's data (same spacing)
     preprocessed = Path(env["nnUNet_preprocessed"]) / info["dataset_name"]
     small = json.loads(bundled_override("cpu_small").read_text())
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
@@ -73,7 +76,15 @@ def train(planned: dict, configuration: str, plans: str) -> None:
 def predict(planned: dict, configuration: str, plans: str, out: Path, *extra: str) -> Path:
     images = planned["raw"] / "imagesTs"
     command = predict_command(
-        images, out, DATASET, TRAINER, plans, folds=("all",), configuration=configuration, extra=extra
+        images,
+        out,
+        DATASET,
+        TRAINER,
+        plans,
+        folds=("all",),
+        configuration=configuration,
+        tta=False,
+        extra=extra,
     )
     run(command, planned["env"])
     for image_file in sorted(images.glob("*_0000.nii.gz")):
