@@ -176,12 +176,13 @@ def accelerator_chunking(trainer):
     instead of the CPU's cache-sized ones, so that a CPU run counts the operators a GPU step launches."""
     from nnunet_sdm.distance._edt_torch import DEFAULT_CHUNK_DEVICE
     from nnunet_sdm.losses import SDMHeadTermsLoss
+    from nnunet_sdm.losses.sdm_head import DEFAULT_CHUNK_DEVICE as LOSS_CHUNK_DEVICE
 
     heads = [m for m in trainer.loss.modules() if isinstance(m, SDMHeadTermsLoss)]
     saved = trainer.sdm_chunk_elements, [m.chunk_elements for m in heads]
     trainer.sdm_chunk_elements = DEFAULT_CHUNK_DEVICE
     for m in heads:
-        m.chunk_elements = DEFAULT_CHUNK_DEVICE
+        m.chunk_elements = LOSS_CHUNK_DEVICE
     try:
         yield
     finally:

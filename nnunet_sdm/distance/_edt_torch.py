@@ -69,23 +69,22 @@ def _line_term(masks: torch.Tensor, dim: int, spacing: float) -> torch.Tensor:
     return dist.mul_(dist)
 
 
-def _line_term_band(inside: torch.Tensor, dim: int, spacing: float, radius: int) -> torch.Tensor:
+def _line_term_band(masks: torch.Tensor, dim: int, spacing: float, radius: int) -> torch.Tensor:
     """``_line_term`` where it is at most ``(spacing * radius)^2``, ``inf`` elsewhere (never below the truth).
 
     For each offset ``k <= radius`` the pairs of voxels ``k`` apart that differ in type offer
-    ``(spacing k)^2`` to both: ``radius`` passes of plain float arithmetic (``w / differs`` is ``w`` or
-    ``inf``), measured 10-20 times faster on the CPU than the scans of ``_line_term``.
-    ``inside`` is the masks as float32 (1 inside, 0 outside).
+    ``(spacing k)^2`` to both. The offsets go from ``radius`` down to 1, so each offer is smaller than any
+    written before and simply overwrites it (a masked fill, no minimum): three kernels per offset,
+    measured 10-20 times faster on the CPU than the scans of ``_line_term``.
     """
-    n = inside.shape[dim]
-    out = torch.full(inside.shape, INF, dtype=torch.float32, device=inside.device)
-    offer = torch.empty_like(out)
-    for k in range(1, radius + 1):
-        pair = offer.narrow(dim, 0, n - k)
-        torch.sub(inside.narrow(dim, k, n - k), inside.narrow(dim, 0, n - k), out=pair)
-        pair.abs_().reciprocal_().mul_((spacing * k) ** 2)  # (s k)^2 where the types differ, inf elsewhere
+    n = masks.shape[dim]
+    out = torch.full(masks.shape, INF, dtype=torch.float32, device=masks.device)
+    differs = torch.empty_like(masks)
+    for k in range(radius, 0, -1):
+        pair = differs.narrow(dim, 0, n - k)
+        torch.ne(masks.narrow(dim, k, n - k), masks.narrow(dim, 0, n - k), out=pair)
         for target in (out.narrow(dim, 0, n - k), out.narrow(dim, k, n - k)):
-            torch.minimum(target, pair, out=target)
+            target.masked_fill_(pair, (spacing * k) ** 2)
     return out
 
 
@@ -107,12 +106,10 @@ def _squared_edt_opposite(
     radii = window_radii(spatial, spacing, band_mm)
     order = sorted(range(len(spatial)), key=lambda a: (-radii[a], a))
 
-    inside = None if band_mm is None else masks.to(torch.float32)
-
     def line_term(axis: int) -> torch.Tensor:
-        if inside is None:
+        if band_mm is None:
             return _line_term(masks, axis + 1, float(spacing[axis]))
-        return _line_term_band(inside, axis + 1, float(spacing[axis]), radii[axis])
+        return _line_term_band(masks, axis + 1, float(spacing[axis]), radii[axis])
 
     sq = line_term(order[0])
     for axis in order[1:]:

@@ -27,11 +27,23 @@ def deep_supervision_weights(num_outputs: int, last_weight: float = 0.0) -> list
 def weighted_terms(
     per_scale: Callable[[int], dict[str, torch.Tensor]], weights: Sequence[float]
 ) -> dict[str, torch.Tensor]:
-    """Weighted sum, term by term, of ``per_scale(i)`` over the scales with non-zero weight."""
-    total: dict[str, torch.Tensor] = {}
-    for i, weight in enumerate(weights):
-        if weight == 0:
-            continue
-        for name, value in per_scale(i).items():
-            total[name] = total[name] + weight * value if name in total else weight * value
-    return total
+    """Weighted sum, term by term, of ``per_scale(i)`` over the scales with non-zero weight.
+
+    The terms of a scale are stacked and added in one multiply-add (two kernels a scale however many
+    terms); scales that return different terms are summed term by term.
+    """
+    scales = [(weight, per_scale(i)) for i, weight in enumerate(weights) if weight != 0]
+    if not scales:
+        return {}
+    names = list(scales[0][1])
+    if all(list(terms) == names for _, terms in scales):
+        total = None
+        for weight, terms in scales:
+            stacked = torch.stack(list(terms.values()))
+            total = stacked * weight if total is None else torch.add(total, stacked, alpha=weight)
+        return dict(zip(names, total.unbind()))
+    summed: dict[str, torch.Tensor] = {}
+    for weight, terms in scales:
+        for name, value in terms.items():
+            summed[name] = summed[name] + weight * value if name in summed else weight * value
+    return summed

@@ -26,14 +26,14 @@ Why a hand-written backward: written as three autograd losses, these terms keep 
 tensors of shape (B, C, *spatial) alive until the backward pass (the softmax, the Heaviside, differences,
 squares, the product's denominator), at the moment the network's activations peak. This function keeps
 only its inputs (the logits and the tanh output already exist, the target is needed anyway) and recomputes
-the rest in backward, chunk by chunk (one batch member and a slab of the first spatial axis at a time, a
-chunk size fixed by the shapes, so no host sync), so its transients stay within a chunk. Values and
-gradients equal the three autograd losses (tests/losses/test_sdm_head.py).
+the rest in backward, chunk by chunk (whole batch members when they fit, else one member and a slab of the
+first spatial axis at a time; a chunk size fixed by the shapes, so no host sync), so its transients stay
+within a chunk. About 30 operators per chunk, forward and backward together (every one a kernel launch on a
+GPU): the per-class sums are stacked into one (3, C) tensor and the denominator is written as
+``(p - t)^2 + 3 p t``. Values and gradients equal the three autograd losses (tests/losses/test_sdm_head.py).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -47,92 +47,110 @@ DEFAULT_CHUNK_CPU = 2**20
 DEFAULT_CHUNK_DEVICE = 2**26
 
 
-def _chunks(shape: torch.Size, channels: int, chunk_elements: int) -> Iterator[tuple]:
-    """Index tuples (batch member, slab of the first spatial axis) covering ``shape`` (B, ·, n0, ...)."""
+def _chunks(shape: torch.Size, channels: int, chunk_elements: int) -> list[tuple]:
+    """Index tuples covering ``shape`` (B, ·, n0, ...): groups of whole batch members when one fits in
+    ``chunk_elements`` (one chunk for the whole batch on an accelerator), else one member and a slab of
+    the first spatial axis at a time."""
     per_slice = channels * max(1, int(torch.Size(shape[3:]).numel()))
+    per_member = per_slice * shape[2]
+    if per_member <= chunk_elements:
+        group = chunk_elements // per_member
+        return [(slice(b, b + group),) for b in range(0, shape[0], group)]
     slab = max(1, chunk_elements // per_slice)
-    for b in range(shape[0]):
-        for start in range(0, shape[2], slab):
-            yield (slice(b, b + 1), slice(None), slice(start, start + slab))
+    return [
+        (slice(b, b + 1), slice(None), slice(start, start + slab))
+        for b in range(shape[0])
+        for start in range(0, shape[2], slab)
+    ]
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    dtype = torch.float32
-    for tensor in tensors:
-        dtype = torch.promote_types(dtype, tensor.dtype)
-    return dtype
+    """float64 if any input is, else float32 (half inputs are computed in float32)."""
+    return torch.float64 if any(tensor.dtype == torch.float64 for tensor in tensors) else torch.float32
+
+
+def _class_weights(mask: torch.Tensor | None, sdm: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(3, C): what the per-class sums of ``(p - t)^2``, ``p t / den`` and ``(q - H)^2`` are multiplied by
+    to give the terms: ``1 / N_c``, ``-1 / N_c`` and ``1 / (C N)``, on the device (no host sync)."""
+    num_classes = sdm.shape[1]
+    count = sdm.numel() // num_classes
+    if mask is None:
+        inverse = torch.full((num_classes,), 1.0 / count, dtype=dtype, device=sdm.device)
+    else:
+        axes = (0, *range(2, sdm.ndim))
+        inverse = mask.expand_as(sdm).sum(axes).to(dtype).clamp_min_(1.0).reciprocal_()
+    consistency = torch.full_like(inverse, 1.0 / (count * num_classes))
+    return torch.stack([inverse, -inverse, consistency])
 
 
 class _SDMHeadTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, sdm, target, mask, k, eps, chunk_elements, sigmoid):  # type: ignore[override]
         dtype = _compute_dtype(logits, sdm)
-        num_classes = sdm.shape[1]
-        sums = torch.zeros(3, num_classes, dtype=dtype, device=sdm.device)  # l2, product, consistency
         axes = (0, *range(2, sdm.ndim))
+        sums = None  # (3, C): per class, the sums of (p - t)^2, p t / den and (q - H)^2
         for index in _chunks(logits.shape, logits.shape[1], chunk_elements):
             p, t = sdm[index].to(dtype), target[index].to(dtype)
             z = logits[index].to(dtype)
             q = torch.sigmoid(z) if sigmoid else torch.softmax(z, dim=1)[:, 1:]
-            product = p * t
+            ratio = p * t
             l2 = (p - t).square_()
-            ratio = product / (product + p.square() + t.square() + eps)
+            # p t + p^2 + t^2 = (p - t)^2 + 3 p t: two kernels fewer than the sum of squares
+            ratio.div_(torch.add(l2, ratio, alpha=3.0).add_(eps))
             if mask is not None:
                 m = mask[index].to(dtype)
-                l2, ratio = l2 * m, ratio * m
-            sums[0] += l2.sum(axes)
-            sums[1] -= ratio.sum(axes)
-            sums[2] += (q - torch.sigmoid(p * -k)).square_().sum(axes)
-        count = sdm.numel() // num_classes
-        counts = _counts(mask, sdm, dtype, count)
-        ctx.save_for_backward(logits, sdm, target, mask, counts)
+                l2.mul_(m)
+                ratio.mul_(m)
+            mismatch = q - torch.sigmoid(p * -k)
+            chunk_sums = torch.stack([l2.sum(axes), ratio.sum(axes), mismatch.square_().sum(axes)])
+            sums = chunk_sums if sums is None else sums.add_(chunk_sums)
+        weights = _class_weights(mask, sdm, dtype)
+        ctx.save_for_backward(logits, sdm, target, mask, weights)
         ctx.k, ctx.eps, ctx.chunk_elements, ctx.sigmoid = k, eps, chunk_elements, sigmoid
-        regression = sums[:2] / counts
-        return torch.stack([regression[0].sum(), regression[1].sum(), sums[2].sum() / (num_classes * count)])
+        return sums.mul_(weights).sum(1)
 
     @staticmethod
     def backward(ctx, grad_terms):  # type: ignore[override]
-        logits, sdm, target, mask, counts = ctx.saved_tensors
+        logits, sdm, target, mask, weights = ctx.saved_tensors
         k, eps = ctx.k, ctx.eps
         dtype = _compute_dtype(logits, sdm)
-        num_classes = sdm.shape[1]
-        count = sdm.numel() // num_classes
-        view = (1, num_classes) + (1,) * (sdm.ndim - 2)
-        g_l2 = (grad_terms[0].to(dtype) / counts).view(view)  # per class: 1 / N_c
-        g_product = (grad_terms[1].to(dtype) / counts).view(view)
-        g_consistency = grad_terms[2].to(dtype) / (count * num_classes)
-        grad_sdm = torch.empty_like(sdm)
-        grad_logits = torch.empty_like(logits)
-        for index in _chunks(logits.shape, logits.shape[1], ctx.chunk_elements):
+        view = (3, 1, sdm.shape[1]) + (1,) * (sdm.ndim - 2)
+        # per class: d l2 / d (p - t)^2, d product / d ratio, d consistency / d (q - H)^2 (then x 2)
+        g_l2, g_product, g_consistency = (grad_terms.to(dtype)[:, None] * weights).view(view).unbind()
+        minus_g_product = g_product.neg()
+        chunks = _chunks(logits.shape, logits.shape[1], ctx.chunk_elements)
+        grad_sdm = torch.empty_like(sdm) if len(chunks) > 1 else None
+        grad_logits = torch.empty_like(logits) if len(chunks) > 1 else None
+        for index in chunks:
             p, t = sdm[index].to(dtype), target[index].to(dtype)
             z = logits[index].to(dtype)
-            h = torch.sigmoid(p * -k)
-            denominator = p * t + p.square() + t.square() + eps
-            grad_p = (2 * g_l2) * (p - t)
-            grad_p -= g_product * t * (t.square() - p.square() + eps) / denominator.square()
+            difference = p - t
+            # d ratio / d p = t (t^2 - p^2 + eps) / den^2 = t (eps - (p - t)(p + t)) / den^2
+            grad_p = torch.add(p, t).mul_(difference).sub_(eps).mul_(t)
+            denominator = torch.add(difference.square(), p * t, alpha=3.0).add_(eps)
+            grad_p.div_(denominator.square_()).mul_(minus_g_product)
+            grad_p.addcmul_(difference, g_l2, value=2.0)
             if mask is not None:
-                grad_p *= mask[index].to(dtype)
+                grad_p.mul_(mask[index].to(dtype))
+            h = torch.sigmoid(p * -k)
             if ctx.sigmoid:
                 q = torch.sigmoid(z)
-                mismatch = q - h
-                grad_logits[index] = (2 * g_consistency) * mismatch * q * (1 - q)
+                mismatch = (q - h).mul_(g_consistency)  # half of d consistency / d q
+                grad_z = torch.mul(q, 1 - q).mul_(mismatch).mul_(2.0)
             else:
                 s = torch.softmax(z, dim=1)
-                mismatch = s[:, 1:] - h
-                grad_q = torch.zeros_like(s)
-                grad_q[:, 1:] = (2 * g_consistency) * mismatch
-                grad_logits[index] = s * (grad_q - (s * grad_q).sum(dim=1, keepdim=True))
-            grad_p += (2 * k * g_consistency) * mismatch * h * (1 - h)
+                mismatch = (s[:, 1:] - h).mul_(g_consistency)
+                # through the softmax: dz = s (g - sum_j s_j g_j) with g = (0, 2 mismatch)
+                weighted = s[:, 1:] * mismatch
+                grad_z = s * weighted.sum(dim=1, keepdim=True).mul_(-2.0)
+                grad_z[:, 1:].add_(weighted, alpha=2.0)
+            # d consistency / d p = 2 k (q - H) H (1 - H) x the class weight (in mismatch)
+            grad_p.addcmul_(mismatch, torch.sub(h, h.square()), value=2.0 * k)
+            if grad_sdm is None:
+                return grad_z.to(logits.dtype), grad_p.to(sdm.dtype), None, None, None, None, None, None
+            grad_logits[index] = grad_z
             grad_sdm[index] = grad_p
         return grad_logits, grad_sdm, None, None, None, None, None, None
-
-
-def _counts(mask: torch.Tensor | None, sdm: torch.Tensor, dtype: torch.dtype, count: int) -> torch.Tensor:
-    """Voxels counted per class (C,): all (``count``), or the mask's (at least 1), on the device."""
-    if mask is None:
-        return torch.full((sdm.shape[1],), float(count), dtype=dtype, device=sdm.device)
-    axes = (0, *range(2, sdm.ndim))
-    return mask.expand_as(sdm).sum(axes).to(dtype).clamp_min(1.0)
 
 
 class SDMHeadTermsLoss(nn.Module):

@@ -47,7 +47,7 @@ from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, s
 from nnunet_sdm.training.checkpoints import CHECKPOINT_EXTRAS_KEY, CheckpointError, ExtraStateCheckpoints
 from nnunet_sdm.training.loss_terms import LossTermLog, term_gradient_norms_of, terms_to_host
 from nnunet_sdm.training.stock_losses import NNUNetSoftDice, nnunet_dice_ce_loss, nnunet_soft_dice_loss
-from nnunet_sdm.training.targets import DistanceTargets, ScaleTarget
+from nnunet_sdm.training.targets import DistanceTargets, ScaleTarget, label_masks
 
 # Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
 BUDGET_ENV = {
@@ -370,8 +370,9 @@ class nnUNetTrainerDistanceBase(LossTermLog, ExtraStateCheckpoints, DistanceTarg
         self.non_finite_steps_this_epoch = 0
 
     def _all_finite(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A 0-d bool tensor: every loss term is finite on every DDP rank (no host sync)."""
-        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()]).all()
+        """A 0-d bool tensor: the loss is finite on every DDP rank (no host sync). A NaN or inf in any term
+        it weighs makes the loss non-finite (a zero weight too: 0 x inf is NaN), so one check covers them."""
+        finite = torch.isfinite(terms["loss"].detach())
         if self.is_ddp:  # every rank must skip the same steps, or the replicas drift apart
             flag = finite.to(torch.int32)
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
@@ -464,8 +465,7 @@ class nnUNetTrainerDistanceBase(LossTermLog, ExtraStateCheckpoints, DistanceTarg
         """(B, K, *spatial) bool: the segmentation the predictor makes, per foreground label or region."""
         if self.region_based:
             return logits > 0
-        predicted = logits.argmax(1)
-        return torch.stack([predicted == c for c in self.foreground_labels], dim=1)
+        return label_masks(logits.argmax(1), self.foreground_labels)
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
