@@ -10,6 +10,7 @@ from .maps import caliva_penalty, caliva_penalty_of_sdm, ni_dm
 from .normalise import normalise_xue, truncate
 from .signed import (
     certified_signed_distance,
+    label_masks,
     signed_distance,
     signed_distance_masks,
     truncated_signed_distance,
@@ -17,6 +18,7 @@ from .signed import (
 
 __all__ = [
     "certified_signed_distance",
+    "label_masks",
     "signed_distance",
     "signed_distance_masks",
     "truncated_signed_distance",

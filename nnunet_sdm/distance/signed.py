@@ -83,7 +83,7 @@ def signed_distance(
         labels, spacing, classes, backend, max_chunk_elements
     )
     lab = labels if batched else labels[None]
-    out = _signed_from_masks(_class_masks(lab, classes_t), spacing_t, backend, max_chunk_elements)
+    out = _signed_from_masks(label_masks(lab, classes_t), spacing_t, backend, max_chunk_elements)
     return out if batched else out[0]
 
 
@@ -112,20 +112,27 @@ def truncated_signed_distance(
         labels, spacing, classes, backend, max_chunk_elements
     )
     lab = labels if batched else labels[None]
-    masks = _class_masks(lab, classes_t)
+    masks = label_masks(lab, classes_t)
     out = _signed_from_masks(masks, spacing_t, backend, max_chunk_elements, band_mm=tau)
     out = out / tau if isinstance(out, torch.Tensor) else out / np.float32(tau)
     out = out.clamp_(-1.0, 1.0) if isinstance(out, torch.Tensor) else np.clip(out, -1.0, 1.0, out=out)
     return out if batched else out[0]
 
 
-def _class_masks(lab: ArrayLike, classes: tuple[int, ...]) -> ArrayLike:
-    """``(B, *spatial)`` labels -> ``(B, K, *spatial)`` bool masks; for tensors one comparison per class
-    with a Python scalar, so no class tensor is copied to the device (a host sync from pageable memory)."""
-    if isinstance(lab, torch.Tensor):
-        return torch.stack([lab == c for c in classes], dim=1)
-    view = (1, len(classes)) + (1,) * (lab.ndim - 1)
-    return lab[:, None] == np.asarray(classes, dtype=np.int64).reshape(view)
+def label_masks(labels: ArrayLike, classes: Sequence[int]) -> ArrayLike:
+    """``(B, *spatial)`` labels -> ``(B, K, *spatial)`` bool masks, channel ``k`` ``labels == classes[k]``.
+
+    Tensors: consecutive classes (the usual 1..K) in one broadcast comparison against ``arange`` made on
+    the device (two kernels however many classes); other classes one comparison per class with a Python
+    scalar. Either way no class tensor is copied to the device (a host sync from pageable memory).
+    """
+    view = (1, len(classes)) + (1,) * (labels.ndim - 1)
+    if isinstance(labels, torch.Tensor):
+        first = classes[0] if len(classes) else 0
+        if list(classes) != list(range(first, first + len(classes))):
+            return torch.stack([labels == c for c in classes], dim=1)
+        return labels[:, None] == torch.arange(first, first + len(classes), device=labels.device).view(view)
+    return labels[:, None] == np.asarray(classes, dtype=np.int64).reshape(view)
 
 
 def signed_distance_masks(

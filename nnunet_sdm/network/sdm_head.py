@@ -81,13 +81,14 @@ class SDMHeadNetwork(nn.Module):
         return out if self.return_sdm else self.logits(out)
 
     def split(self, raw: torch.Tensor) -> SDMOutput:
-        seg, sdm = None, raw
-        if self.num_seg_channels and self.num_sdm_channels:
+        if not self.num_sdm_channels:
+            seg, sdm = raw, None
+        elif not self.num_seg_channels:
+            seg, sdm = None, raw
+        else:
             # one split, not two slices: its backward concatenates the two gradients into one tensor,
             # where each slice's would allocate a zero-filled tensor of the whole output and then add them
             seg, sdm = torch.split(raw, [self.num_seg_channels, self.num_sdm_channels], dim=1)
-        elif self.num_seg_channels:
-            seg, sdm = raw, None
         if sdm is not None and self.sdm_activation == "tanh":
             sdm = torch.tanh(sdm)
         return SDMOutput(seg, sdm)

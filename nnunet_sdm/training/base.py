@@ -42,12 +42,13 @@ from torch import autocast, nn
 from torch import distributed as dist
 
 from nnunet_sdm.checks import Rule, integer, one_of, optional, positive
+from nnunet_sdm.distance import label_masks
 from nnunet_sdm.losses import deep_supervision_weights, weighted_terms
 from nnunet_sdm.network import SDMHeadNetwork, SDMOutput, add_output_channels, sdm_outputs, unwrap
 from nnunet_sdm.training.checkpoints import CHECKPOINT_EXTRAS_KEY, CheckpointError, ExtraStateCheckpoints
 from nnunet_sdm.training.loss_terms import LossTermLog, term_gradient_norms_of, terms_to_host
 from nnunet_sdm.training.stock_losses import NNUNetSoftDice, nnunet_dice_ce_loss, nnunet_soft_dice_loss
-from nnunet_sdm.training.targets import DistanceTargets, ScaleTarget, label_masks
+from nnunet_sdm.training.targets import DistanceTargets, ScaleTarget
 
 # Budget overrides for smoke tests and CPU runs through the real `nnUNetv2_train` command.
 BUDGET_ENV = {

@@ -8,19 +8,7 @@ from functools import cached_property
 
 import torch
 
-from nnunet_sdm.distance import certified_signed_distance, normalise_xue
-
-
-def label_masks(labels: torch.Tensor, foreground_labels: list[int]) -> torch.Tensor:
-    """(B, *spatial) label map -> (B, K, *spatial) bool, one channel per foreground label, in one
-    broadcast comparison (two kernels however many labels; the labels come from ``arange`` when they are
-    consecutive, so nothing is copied from the host)."""
-    first = foreground_labels[0] if foreground_labels else 0
-    if foreground_labels == list(range(first, first + len(foreground_labels))):
-        values = torch.arange(first, first + len(foreground_labels), device=labels.device, dtype=labels.dtype)
-    else:
-        values = torch.tensor(foreground_labels, device=labels.device, dtype=labels.dtype)
-    return labels.unsqueeze(1) == values.view(-1, *(1,) * (labels.ndim - 1))
+from nnunet_sdm.distance import certified_signed_distance, label_masks, normalise_xue
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from scipy.ndimage import distance_transform_edt
 
 import nnunet_sdm.distance.signed as signed_module
-from nnunet_sdm.distance import signed_distance, signed_distance_masks
+from nnunet_sdm.distance import label_masks, signed_distance, signed_distance_masks
 
 BACKENDS = ["edt", "torch"]
 TOL = 1e-4  # mm
@@ -326,3 +326,12 @@ def test_distance_layer_never_imports_nnunetv2():
     code = "import sys, nnunet_sdm.distance; sys.exit('nnunetv2' in sys.modules)"
     root = str(Path(__file__).resolve().parents[2])
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+@pytest.mark.parametrize("labels", [[1, 2, 3], [2, 5], [1]], ids=["consecutive", "gaps", "one"])
+def test_label_masks_are_one_channel_per_class(labels):
+    label_map = torch.randint(0, 6, (2, 4, 5, 3), generator=torch.Generator().manual_seed(0))
+    masks = label_masks(label_map, labels)
+    assert masks.dtype == torch.bool and masks.shape == (2, len(labels), 4, 5, 3)
+    assert torch.equal(masks, torch.stack([label_map == c for c in labels], dim=1))
+    assert np.array_equal(label_masks(label_map.numpy(), labels), masks.numpy())
